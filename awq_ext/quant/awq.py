@@ -1,0 +1,199 @@
+"""AWQ's searches as pure functions: per-input-channel scales and per-group clipping.
+
+Scale search (paper Eq. 1-2): find ``s`` minimising ``||Q(W·diag(s)) (diag(s)^-1 X) - W X||`` over the
+family ``s = s_X^α · s_W^-β`` where ``s_X`` is the mean |activation| per input channel and ``s_W`` the mean
+group-normalised |weight| per input channel. The caller supplies the loss (it owns the module to run);
+here we only generate candidates and keep the best.
+
+Clip search: per output row and group, shrink the clipping range ``[-m·r, m·r]`` (``m`` = max |w| of the
+group, ``r`` from 1 down to ``1 - max_shrink``) and keep the ratio with the least per-group output error
+on a subsample of calibration tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Literal, Sequence
+
+import torch
+
+from awq_ext.errors import AWQInputError
+from awq_ext.quant.quantizer import QuantSpec, compute_qparams, dequantize, quantize
+
+ScaleMode = Literal["act", "duo", "weight", "joint"]
+SCALE_MODES: tuple[str, ...] = ("act", "duo", "weight", "joint")
+
+
+def activation_scale(x: torch.Tensor) -> torch.Tensor:
+    """``s_X``: mean |x| per input channel over all tokens of ``x`` ``[..., K]`` (float32 ``[K]``)."""
+    return x.abs().reshape(-1, x.shape[-1]).float().mean(dim=0)
+
+
+def weight_scale(weights: Sequence[torch.Tensor], spec: QuantSpec) -> torch.Tensor:
+    """``s_W``: mean over output rows of |w| normalised by its group's max |w| (float32 ``[K]``).
+
+    Normalising inside each group makes rows of different magnitude comparable, as the paper's W*.
+    """
+    w = torch.cat([wi.float() for wi in weights], dim=0)
+    n, k = w.shape
+    g = spec.effective_group(k)
+    wg = w.abs().reshape(n, k // g, g)
+    wg = wg / wg.amax(dim=-1, keepdim=True).clamp(min=1e-8)
+    return wg.reshape(n, k).mean(dim=0)
+
+
+def _normalise(s: torch.Tensor) -> torch.Tensor:
+    # Centre the scales geometrically so W·s stays in the same range as W; only ratios matter.
+    s = s.clamp(min=1e-4)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def candidate_scales(
+    s_x: torch.Tensor, s_w: torch.Tensor, mode: ScaleMode, n_grid: int = 20
+) -> list[tuple[float, float, torch.Tensor]]:
+    """Grid of ``(alpha, beta, scales)`` to try; always starts with the identity ``s = 1``.
+
+    ``act``: s_X^α; ``duo``: s_X^α · s_W^-(1-α); ``weight``: s_W^-β; ``joint``: s_X^α · s_W^-β on an
+    ``n_grid x n_grid`` grid. α and β take ``i / n_grid`` for ``i in range(n_grid)``. The identity is kept
+    so the searched loss can never exceed plain round-to-nearest's on the calibration data.
+    """
+    if mode not in SCALE_MODES:
+        raise AWQInputError(f"unknown scale mode {mode!r}; choose one of {', '.join(SCALE_MODES)}")
+    if n_grid < 1:
+        raise AWQInputError(f"n_grid must be >= 1, got {n_grid}")
+    grid = [i / n_grid for i in range(n_grid)]
+    pairs: list[tuple[float, float]]
+    if mode == "act":
+        pairs = [(a, 0.0) for a in grid]
+    elif mode == "duo":
+        pairs = [(a, 1.0 - a) for a in grid]
+    elif mode == "weight":
+        pairs = [(0.0, b) for b in grid]
+    else:
+        pairs = [(a, b) for a in grid for b in grid]
+    ones = torch.ones_like(s_x, dtype=torch.float32)
+    out = [(0.0, 0.0, ones)]
+    for a, b in pairs:
+        if a == 0.0 and b == 0.0:
+            continue
+        s = s_x.float().clamp(min=1e-4).pow(a) / s_w.float().clamp(min=1e-4).pow(b)
+        out.append((a, b, _normalise(s)))
+    return out
+
+
+def scaled_fake_quant(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``Q(W·diag(s)) · diag(s)^-1``: the weight the module effectively uses after scaling + quantizing."""
+    ws = w.float() * scales.view(1, -1)
+    sc, z = compute_qparams(ws, spec)
+    return (dequantize(quantize(ws, spec, sc, z), spec, sc, z) / scales.view(1, -1)).to(w.dtype)
+
+
+@dataclass
+class ScaleSearchResult:
+    scales: torch.Tensor  # float32 [K]
+    alpha: float
+    beta: float
+    loss: float
+    identity_loss: float  # loss with s = 1 (round-to-nearest), for reports
+
+
+def search_scales(
+    candidates: Iterable[tuple[float, float, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor], float],
+) -> ScaleSearchResult:
+    """Evaluate ``loss_fn(scales)`` for each candidate and return the best (first on ties)."""
+    best: ScaleSearchResult | None = None
+    identity_loss = float("nan")
+    for a, b, s in candidates:
+        loss = float(loss_fn(s))
+        if a == 0.0 and b == 0.0:
+            identity_loss = loss
+        if loss != loss:  # NaN means the module blew up; the caller's data is broken
+            raise AWQInputError(
+                f"scale search produced a NaN loss at alpha={a}, beta={b}; check calibration inputs "
+                "and weights for NaN/Inf"
+            )
+        if best is None or loss < best.loss:
+            best = ScaleSearchResult(s, a, b, loss, identity_loss)
+    if best is None:
+        raise AWQInputError("scale search got no candidates")
+    best.identity_loss = identity_loss
+    return best
+
+
+def clip_weight(w: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Clamp each group of ``w`` ``[N, K]`` to ``[-max_val, max_val]`` (``max_val`` ``[N, K/G]``)."""
+    n, k = w.shape
+    g = spec.effective_group(k)
+    wg = w.reshape(n, k // g, g)
+    m = max_val.to(w.dtype).unsqueeze(-1)
+    return torch.max(torch.min(wg, m), -m).reshape(n, k)
+
+
+def _group_outputs(x: torch.Tensor, w: torch.Tensor, g: int) -> torch.Tensor:
+    # Per-group partial products: out[t, n, j] = sum_{k in group j} x[t, k] w[n, k]  -> [T, N, K/G]
+    t, k = x.shape
+    n = w.shape[0]
+    xg = x.reshape(t, k // g, g).transpose(0, 1)  # [J, T, G]
+    wg = w.reshape(n, k // g, g).permute(1, 2, 0)  # [J, G, N]
+    return torch.bmm(xg, wg).permute(1, 2, 0)  # [T, N, J]
+
+
+@dataclass
+class ClipSearchResult:
+    max_val: torch.Tensor  # [N, K/G]: clamp bound per group (the group's own max |w| = no clipping)
+    error_before: float  # layer output MSE on the sample without clipping
+    error_after: float  # ... with the chosen clipping (never larger)
+
+
+def search_clip(
+    w: torch.Tensor,
+    x: torch.Tensor,
+    spec: QuantSpec,
+    n_grid: int = 20,
+    max_shrink: float = 0.5,
+    row_batch: int = 256,
+) -> ClipSearchResult:
+    """Search per-group clipping of ``w`` ``[N, K]`` against sample inputs ``x`` ``[T, K]``.
+
+    Per group the shrink ratio with the least group output MSE wins. Groups interact in the row's output
+    (errors of groups add before squaring), so afterwards each output row keeps the clipping only if it
+    lowers that row's full output MSE on the sample; the layer's error can therefore never rise.
+    """
+    if x.dim() != 2 or x.shape[1] != w.shape[1]:
+        raise AWQInputError(f"clip search: inputs {tuple(x.shape)} do not match weight {tuple(w.shape)}")
+    if not 0.0 <= max_shrink < 1.0:
+        raise AWQInputError(f"max_shrink must be in [0, 1), got {max_shrink}")
+    w32, x32 = w.float(), x.float()
+    n, k = w32.shape
+    g = spec.effective_group(k)
+    steps = max(1, int(max_shrink * n_grid))
+    max_vals, err_before, err_after = [], 0.0, 0.0
+    for r0 in range(0, n, row_batch):
+        wb = w32[r0 : r0 + row_batch]
+        org = _group_outputs(x32, wb, g)  # [T, B, J]
+        org_max = wb.reshape(wb.shape[0], k // g, g).abs().amax(dim=-1)  # [B, J]
+        best_err = torch.full_like(org_max, float("inf"))
+        best_max = org_max.clone()
+        for i in range(steps):
+            m = org_max * (1 - i / n_grid)
+            q = dequantize_clipped(wb, m, spec)
+            err = (_group_outputs(x32, q, g) - org).pow(2).mean(dim=0)  # [B, J]
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_max = torch.where(better, m, best_max)
+        # Row-level guard: keep clipping only for rows where it lowers the full output error.
+        ref = x32 @ wb.t()
+        e_none = (x32 @ dequantize_clipped(wb, org_max, spec).t() - ref).pow(2).mean(dim=0)
+        e_clip = (x32 @ dequantize_clipped(wb, best_max, spec).t() - ref).pow(2).mean(dim=0)
+        keep = (e_clip <= e_none).unsqueeze(1)
+        max_vals.append(torch.where(keep, best_max, org_max))
+        err_before += float(e_none.sum())
+        err_after += float(torch.minimum(e_clip, e_none).sum())
+    return ClipSearchResult(torch.cat(max_vals), err_before / n, err_after / n)
+
+
+def dequantize_clipped(w: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Fake-quantize ``w`` after clamping each group to ``±max_val``."""
+    wc = clip_weight(w, max_val, spec)
+    sc, z = compute_qparams(wc, spec)
+    return dequantize(quantize(wc, spec, sc, z), spec, sc, z)
