@@ -107,6 +107,10 @@ def quantize_config(opts: JobOptions) -> QuantizeConfig:
 def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | None = None) -> dict[str, Any]:
     """Quantize (unless ``method`` is fp16) and evaluate one configuration; optionally save."""
     t_start = time.time()
+    if opts.output and (opts.method == FLOAT_METHOD or opts.w_bit != 4):
+        raise AWQInputError(f"--output saves real-quantized 4-bit weights (the interchange layout); got method "
+                            f"{opts.method!r} with {opts.w_bit} bits. Use --w-bit 4 with rtn/awq, or omit --output "
+                            "to evaluate other bit widths pseudo-quantized")
     if model is None:
         if opts.model and is_quantized_checkpoint(opts.model):
             raise AWQInputError(f"{opts.model} is already quantized; use `eval --model {opts.model}` to evaluate it")

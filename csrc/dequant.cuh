@@ -1,0 +1,119 @@
+// Online INT4 -> fp16/bf16 dequantization in registers for the kernel layout "w4tc-v1"
+// (awq_ext/pack/kernel_layout.py, KernelW4TCLayout). No lookup tables, no shuffles.
+//
+// One 32-bit word holds eight codes; nibble i (bits 4i..4i+3) and nibble i+4 form pair i, which is
+// one fp16x2/bf16x2 mma B-fragment register:
+//   pair 0 = (e0, e1) -> b0 of n8-tile 0     pair 1 = (e2, e3) -> b1 of n8-tile 0
+//   pair 2 = (e4, e5) -> b0 of n8-tile 1     pair 3 = (e6, e7) -> b1 of n8-tile 1
+// fp16: (w & 0x000f000f) | 0x64006400 is the fp16x2 (1024 + c_lo, 1024 + c_hi): 1024's mantissa ulp is 1,
+//       so the 4-bit code lands in the mantissa. (w & 0x00f000f0) | 0x64006400 is (1024 + 16 c, ...);
+//       fma(x, 1/16, -(64 + z)) = c - z exactly. Then w >>= 8 gives pairs 2 and 3 the same way.
+// bf16: 7 mantissa bits, so 0x4300 = 128 (ulp 1) is the magic and every pair needs its own shift.
+// In both: (magic + c) - (magic + z) = c - z exactly, times s: one rounding, identical to ((q - z) * s).to(T).
+//
+// tests/kernels/test_dequant_emulation.py parses the k* constants below by name and emulates this
+// file bit for bit in numpy: keep names and values in sync with it.
+#pragma once
+
+#include <cstdint>
+
+#include "ptx.cuh"
+
+namespace awq {
+
+constexpr uint32_t kLoMask = 0x000f000fu;      // the low nibble of each 16-bit half
+constexpr uint32_t kHiMask = 0x00f000f0u;      // the second nibble of each half, left in place (fp16 only)
+constexpr uint32_t kF16Magic = 0x64006400u;    // fp16x2 (1024, 1024)
+constexpr uint32_t kF16Sixteenth = 0x2c002c00u;  // fp16x2 (1/16, 1/16)
+constexpr uint32_t kF16NegMagic16 = 0xd400d400u;  // fp16x2 (-64, -64) = -1024 / 16
+constexpr uint32_t kF16NegOne = 0xbc00bc00u;   // fp16x2 (-1, -1)
+constexpr uint32_t kBF16Magic = 0x43004300u;   // bf16x2 (128, 128)
+constexpr uint32_t kBF16One = 0x3f803f80u;     // bf16x2 (1, 1)
+constexpr uint32_t kBF16NegOne = 0xbf80bf80u;  // bf16x2 (-1, -1)
+constexpr uint32_t kBF16NegZero = 0x80008000u; // bf16x2 (-0, -0): a * b = fma(a, b, -0)
+constexpr int kAndOrLut = 0xEA;                // lop3 truth table of (a & b) | c
+
+// Per-pair dequantization constants: pair i = (code_pair - zc[i]) * scale[i]  (fp16 odd pairs: fma form).
+struct PairParams {
+  uint32_t scale[4];
+  uint32_t zc[4];
+};
+
+// Byte permutes build pairs from two 16-bit halves without caring whether they are fp16 or bf16.
+__device__ __forceinline__ uint32_t lows(uint32_t a, uint32_t b) { return __byte_perm(a, b, 0x5410); }
+__device__ __forceinline__ uint32_t highs(uint32_t a, uint32_t b) { return __byte_perm(a, b, 0x7632); }
+__device__ __forceinline__ uint32_t bcast_lo(uint32_t a) { return __byte_perm(a, 0, 0x1010); }
+__device__ __forceinline__ uint32_t bcast_hi(uint32_t a) { return __byte_perm(a, 0, 0x3232); }
+
+template <typename T>
+struct Dequant;
+
+template <>
+struct Dequant<__half> {
+  // zero pair (z for two halves) -> constant for an even pair (1024 + z) or an odd pair -(64 + z).
+  __device__ __forceinline__ static uint32_t zc_even(uint32_t z) { return hadd2_f16(z, kF16Magic); }
+  __device__ __forceinline__ static uint32_t zc_odd(uint32_t z) {
+    return hfma2_f16(z, kF16NegOne, kF16NegMagic16);  // -z - 64, exact
+  }
+  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4]) {
+    const uint32_t r0 = lop3<kAndOrLut>(w, kLoMask, kF16Magic);
+    const uint32_t r1 = lop3<kAndOrLut>(w, kHiMask, kF16Magic);
+    w >>= 8;
+    const uint32_t r2 = lop3<kAndOrLut>(w, kLoMask, kF16Magic);
+    const uint32_t r3 = lop3<kAndOrLut>(w, kHiMask, kF16Magic);
+    b[0] = hmul2_f16(hsub2_f16(r0, p.zc[0]), p.scale[0]);
+    b[1] = hmul2_f16(hfma2_f16(r1, kF16Sixteenth, p.zc[1]), p.scale[1]);
+    b[2] = hmul2_f16(hsub2_f16(r2, p.zc[2]), p.scale[2]);
+    b[3] = hmul2_f16(hfma2_f16(r3, kF16Sixteenth, p.zc[3]), p.scale[3]);
+  }
+};
+
+template <>
+struct Dequant<__nv_bfloat16> {
+  __device__ __forceinline__ static uint32_t zc_even(uint32_t z) { return hfma2_bf16(z, kBF16One, kBF16Magic); }
+  __device__ __forceinline__ static uint32_t zc_odd(uint32_t z) { return zc_even(z); }
+  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t r = lop3<kAndOrLut>(w >> (4 * i), kLoMask, kBF16Magic);
+      const uint32_t d = hfma2_bf16(p.zc[i], kBF16NegOne, r);  // (128 + c) - (128 + z), exact
+      b[i] = hfma2_bf16(d, p.scale[i], kBF16NegZero);          // * s, one rounding
+    }
+  }
+};
+
+// Reorder-free (AWQ) parameters: one group for the whole word. s01/z01 hold (tile-0 column, tile-1 column),
+// as stored by the pair-interleaved scale layout.
+template <typename T>
+__device__ __forceinline__ PairParams make_params(uint32_t s01, uint32_t z01) {
+  PairParams p;
+  const uint32_t s0 = bcast_lo(s01), s1 = bcast_hi(s01);
+  const uint32_t z0 = bcast_lo(z01), z1 = bcast_hi(z01);
+  p.scale[0] = s0;
+  p.scale[1] = s0;
+  p.scale[2] = s1;
+  p.scale[3] = s1;
+  p.zc[0] = Dequant<T>::zc_even(z0);
+  p.zc[1] = Dequant<T>::zc_odd(z0);
+  p.zc[2] = Dequant<T>::zc_even(z1);
+  p.zc[3] = Dequant<T>::zc_odd(z1);
+  return p;
+}
+
+// GPTQ-R parameters: every k row of the word may sit in a different group. s_r/z_r are the
+// (tile-0, tile-1) pairs of rows a = 2t, b = 2t+1, c = 2t+8, d = 2t+9 of the 16-row block.
+template <typename T>
+__device__ __forceinline__ PairParams make_params_rows(const uint32_t (&s)[4], const uint32_t (&z)[4]) {
+  PairParams p;
+  p.scale[0] = lows(s[0], s[1]);
+  p.scale[1] = lows(s[2], s[3]);
+  p.scale[2] = highs(s[0], s[1]);
+  p.scale[3] = highs(s[2], s[3]);
+  p.zc[0] = Dequant<T>::zc_even(lows(z[0], z[1]));
+  p.zc[1] = Dequant<T>::zc_odd(lows(z[2], z[3]));
+  p.zc[2] = Dequant<T>::zc_even(highs(z[0], z[1]));
+  p.zc[3] = Dequant<T>::zc_odd(highs(z[2], z[3]));
+  return p;
+}
+
+}  // namespace awq

@@ -1,0 +1,282 @@
+// W4A16 tensor-core GEMM, shared by the reorder-free AWQ kernel (gemm.cu) and the GPTQ-R variant
+// (gemm_gptq_r.cu): C[m, n] = A[m, k] @ W[n, k]^T, W in the kernel layout "w4tc-v1".
+//
+// Per CTA: a BM x BN tile of C over a K range (split-K slice). Each BK = 64 step moves through a
+// STAGES-deep cp.async ring in shared memory: A (BM x 64, XOR-swizzled so ldmatrix is conflict-free),
+// the packed weights (64 x BN / 2 bytes, copied verbatim: one 32-bit word per lane per 16x16 block), and
+// either the step's scale/zero rows (AWQ: the group of a k16 step is k / G) or its 64 g_idx entries
+// (GPTQ-R: scales and zeros are then gathered from global memory per k row, the irregular access the
+// AWQ paper measures). Warps ldmatrix their A fragments, dequantize weight words in registers into mma
+// B fragments (dequant.cuh) and issue mma.m16n8k16 with fp32 accumulators.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "awq_kernels.h"
+#include "dequant.cuh"
+#include "launch_common.h"
+#include "ptx.cuh"
+#include "splitk.cuh"
+#include "tile_configs.cuh"
+
+namespace awq {
+
+template <typename T>
+struct Pack2;
+template <>
+struct Pack2<__half> {
+  __device__ __forceinline__ static uint32_t from_floats(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+template <>
+struct Pack2<__nv_bfloat16> {
+  __device__ __forceinline__ static uint32_t from_floats(float a, float b) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+};
+
+// Shared-memory footprint of one pipeline stage.
+template <typename Tile, bool GIDX>
+struct StageLayout {
+  static constexpr int kSlots = 2;  // scale/zero rows per stage: BK / G for G = 32, else 1 (room for 2)
+  static constexpr int kABytes = Tile::BM * Tile::BK * 2;
+  static constexpr int kBBytes = Tile::BK * Tile::BN / 2;
+  static constexpr int kSBytes = GIDX ? 0 : 2 * kSlots * Tile::BN * 2;  // scales + zeros
+  static constexpr int kIBytes = GIDX ? Tile::BK * 4 : 0;               // g_idx
+  static constexpr int kStageBytes = kABytes + kBBytes + kSBytes + kIBytes;
+  static constexpr int kTotalBytes = kStageBytes * Tile::STAGES;
+  static_assert(kABytes % 16 == 0 && kBBytes % 16 == 0 && kSBytes % 16 == 0, "16-byte cp.async chunks");
+};
+
+// G: group size (32/64/128) for the AWQ path, 0 for GPTQ-R (GIDX = true).
+template <typename T, typename Tile, int G, bool GIDX>
+__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kernel(const W4Args p) {
+  constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, STAGES = Tile::STAGES;
+  constexpr int THREADS = Tile::THREADS, MT = Tile::MT, NT16 = Tile::NT16;
+  constexpr int NB = BN / 16;  // weight blocks per k16 row of the CTA tile
+  using L = StageLayout<Tile, GIDX>;
+  // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
+  constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
+  static_assert(GIDX || (G == 32 || G == 64 || G == 128), "group size");
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const T* __restrict__ A = static_cast<const T*>(p.a);
+  const T* __restrict__ scales = static_cast<const T*>(p.scales);
+  const T* __restrict__ zeros = static_cast<const T*>(p.zeros);
+  const uint32_t* __restrict__ qw = p.qweight;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m = warp / Tile::WARPS_N, warp_n = warp % Tile::WARPS_N;
+  const int g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int nblocks = p.n_pad / 16;
+
+  const int ktiles = p.k_pad / BK;
+  const int per_split = (ktiles + p.splits - 1) / p.splits;
+  const int kt_begin = blockIdx.z * per_split;
+  const int kt_end = min(ktiles, kt_begin + per_split);
+  const int nk = kt_end - kt_begin;  // may be <= 0 for a trailing split: then it contributes zeros
+
+  auto load_stage = [&](int slot, int kt) {
+    unsigned char* st = smem + slot * L::kStageBytes;
+    T* As = reinterpret_cast<T*>(st);
+    uint32_t* Bs = reinterpret_cast<uint32_t*>(st + L::kABytes);
+#pragma unroll
+    for (int it = 0; it < (BM * 8 + THREADS - 1) / THREADS; ++it) {  // A: BM rows x 8 chunks of 8 elements
+      const int c = tid + it * THREADS;
+      if ((BM * 8) % THREADS != 0 && c >= BM * 8) break;
+      const int r = c >> 3, ch = c & 7;
+      const int gm = m0 + r, gk = kt * BK + ch * 8;
+      const bool ok = gm < p.m && gk < p.k;
+      cp_async16(As + r * BK + ((ch ^ (r & 7)) * 8), ok ? A + static_cast<size_t>(gm) * p.k + gk : A, ok);
+    }
+#pragma unroll
+    for (int it = 0; it < (4 * NB * 8 + THREADS - 1) / THREADS; ++it) {  // B: 4 k16 rows x NB blocks x 8 chunks
+      const int c = tid + it * THREADS;
+      if ((4 * NB * 8) % THREADS != 0 && c >= 4 * NB * 8) break;
+      const int kk = c / (NB * 8), rem = c % (NB * 8), nb = rem >> 3, part = rem & 7;
+      const int gnb = blockIdx.x * NB + nb;
+      const bool ok = gnb < nblocks;
+      const uint32_t* src = qw + (static_cast<size_t>(kt * 4 + kk) * nblocks + gnb) * 32 + part * 4;
+      cp_async16(Bs + (kk * NB + nb) * 32 + part * 4, ok ? src : qw, ok);
+    }
+    if constexpr (!GIDX) {
+      T* Ss = reinterpret_cast<T*>(st + L::kABytes + L::kBBytes);  // [2 (scale, zero)][kSlots][BN]
+      constexpr int SLOTS_USED = G < BK ? BK / G : 1;
+      constexpr int CH = BN / 8;
+#pragma unroll
+      for (int it = 0; it < (2 * SLOTS_USED * CH + THREADS - 1) / THREADS; ++it) {
+        const int c = tid + it * THREADS;
+        if ((2 * SLOTS_USED * CH) % THREADS != 0 && c >= 2 * SLOTS_USED * CH) break;
+        const int which = c / (SLOTS_USED * CH), rem = c % (SLOTS_USED * CH), s = rem / CH, ch = rem % CH;
+        const int grow = (kt * BK) / G + s, gcol = n0 + ch * 8;
+        const bool ok = gcol < p.n_pad;
+        const T* base = which ? zeros : scales;
+        cp_async16(Ss + (which * L::kSlots + s) * BN + ch * 8,
+                   ok ? base + static_cast<size_t>(grow) * p.n_pad + gcol : base, ok);
+      }
+    } else {
+      int32_t* Is = reinterpret_cast<int32_t*>(st + L::kABytes + L::kBBytes);
+if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
+    }
+  };
+
+  float acc[MT][2 * NT16][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < 2 * NT16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+  auto compute_stage = [&](int slot) {
+    const unsigned char* st = smem + slot * L::kStageBytes;
+    const T* As = reinterpret_cast<const T*>(st);
+    const uint32_t* Bs = reinterpret_cast<const uint32_t*>(st + L::kABytes);
+    PairParams prm[NT16];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      if constexpr (!GIDX) {
+        if (kk % KK_PER_SLOT == 0) {  // compile-time after unrolling
+          const T* Ss = reinterpret_cast<const T*>(st + L::kABytes + L::kBBytes);
+          const int s = kk / KK_PER_SLOT;
+#pragma unroll
+          for (int j = 0; j < NT16; ++j) {
+            const int col = warp_n * Tile::WN + j * 16 + 2 * g;
+            const uint32_t s01 = *reinterpret_cast<const uint32_t*>(Ss + s * BN + col);
+            const uint32_t z01 = *reinterpret_cast<const uint32_t*>(Ss + (L::kSlots + s) * BN + col);
+            prm[j] = make_params<T>(s01, z01);
+          }
+        }
+      } else {
+        const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
+        const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
+        const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
+        const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
+#pragma unroll
+        for (int j = 0; j < NT16; ++j) {
+          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
+          uint32_t sv[4], zv[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const size_t off = static_cast<size_t>(rows[r]) * p.n_pad + col;
+            const bool ok = col < p.n_pad;
+            sv[r] = ok ? __ldg(reinterpret_cast<const unsigned int*>(scales + off)) : 0u;
+            zv[r] = ok ? __ldg(reinterpret_cast<const unsigned int*>(zeros + off)) : 0u;
+          }
+          prm[j] = make_params_rows<T>(sv, zv);
+        }
+      }
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi) {
+        const int row = warp_m * Tile::WM + mi * 16 + (lane & 15);
+        const int ch = kk * 2 + (lane >> 4);
+        ldmatrix_x4(a[mi], As + row * BK + ((ch ^ (row & 7)) * 8));
+      }
+#pragma unroll
+      for (int j = 0; j < NT16; ++j) {
+        const uint32_t w = Bs[(kk * NB + warp_n * NT16 + j) * 32 + lane];
+        uint32_t b[4];
+        Dequant<T>::run(w, prm[j], b);
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi) {
+          mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
+          mma_m16n8k16<T>(acc[mi][2 * j + 1], a[mi], b[2], b[3]);
+        }
+      }
+    }
+  };
+
+  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < nk) load_stage(s, kt_begin + s);
+    cp_async_commit();  // commit even when empty so group counting stays uniform
+  }
+  for (int i = 0; i < nk; ++i) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
+    const int next = i + STAGES - 1;
+    if (next < nk) load_stage(next % STAGES, kt_begin + next);
+    cp_async_commit();
+    compute_stage(i % STAGES);
+  }
+  cp_async_wait<0>();
+
+  // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
+  const bool split = p.splits > 1;
+  T* C = static_cast<T*>(p.c);
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+    for (int nj = 0; nj < 2 * NT16; ++nj)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
+        const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+        if (row >= p.m || col >= p.n) continue;
+        const float v0 = acc[mi][nj][2 * h], v1 = acc[mi][nj][2 * h + 1];
+        if (!split) {
+          *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(v0, v1);
+        } else {
+          float2* dst = reinterpret_cast<float2*>(p.partials + (static_cast<size_t>(blockIdx.z) * p.m + row) * p.n + col);
+          *dst = make_float2(v0, v1);
+        }
+      }
+  if (!split) return;
+  if (!splitk_arrive(p.counters + blockIdx.y * gridDim.x + blockIdx.x, p.splits)) return;
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+    for (int nj = 0; nj < 2 * NT16; ++nj)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
+        const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+        if (row >= p.m || col >= p.n) continue;
+        float2 sum = make_float2(0.f, 0.f);
+        for (int s = 0; s < p.splits; ++s) {
+          const float2 v = __ldcg(reinterpret_cast<const float2*>(
+              p.partials + (static_cast<size_t>(s) * p.m + row) * p.n + col));
+          sum.x += v.x;
+          sum.y += v.y;
+        }
+        *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(sum.x, sum.y);
+      }
+}
+
+// ---- host side -------------------------------------------------------------------------------------
+
+template <typename T, typename Tile, int G, bool GIDX>
+int launch_gemm_tile(const W4Args& a, cudaStream_t stream) {
+  using L = StageLayout<Tile, GIDX>;
+  auto kernel = w4a16_gemm_kernel<T, Tile, G, GIDX>;
+  if (L::kTotalBytes > 48 * 1024) {
+    const int rc = detail::capture(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotalBytes));
+    if (rc != kOk) return rc;
+  }
+  const dim3 grid((a.n_pad + Tile::BN - 1) / Tile::BN, (a.m + Tile::BM - 1) / Tile::BM, a.splits);
+  kernel<<<grid, Tile::THREADS, L::kTotalBytes, stream>>>(a);
+  return detail::capture(cudaGetLastError());
+}
+
+// Which tile serves which m (the reasons are in tile_configs.cuh).
+template <typename T, int G, bool GIDX>
+int launch_gemm_m(const W4Args& a, cudaStream_t stream) {
+  if (a.m <= 16) return launch_gemm_tile<T, TileM16, G, GIDX>(a, stream);
+  if (a.m <= 64) return launch_gemm_tile<T, TileM64, G, GIDX>(a, stream);
+  return launch_gemm_tile<T, TileM128, G, GIDX>(a, stream);
+}
+
+inline int gemm_tile_bm(int m) { return m <= 16 ? 16 : (m <= 64 ? 64 : 128); }
+constexpr int kGemmBN = 128;
+static_assert(TileM16::BN == kGemmBN && TileM64::BN == kGemmBN && TileM128::BN == kGemmBN, "one BN for planning");
+
+}  // namespace awq

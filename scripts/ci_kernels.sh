@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Kernel build checks that need no GPU, for CI:
+#   - the kernels compile for sm_80 and sm_90, their SASS holds HMMA/LDSM/LDGSTS and no local memory
+#     (tests/kernels/test_sass.py: nvcc + cuobjdump/nvdisasm from PyPI);
+#   - the torch extension builds through the same JIT path users take (awq_ext.kernels.load) and
+#     imports, with its ops and Meta kernels registered (tests/kernels/test_jit_build.py);
+#   - the CPU emulation of the device dequantization and the kernel-layout round trip.
+# The JIT build needs a CUDA build of torch, which lives in its own venv (.venv-cuda, ~5.5 GB) so the
+# project venv keeps its CPU torch. Needs nvcc (CUDA 12.x/13.x) on the machine.
+# Cold run on 2 cores: venv ~1 min, SASS ~0.5 min, JIT build ~1-2 min; warm runs reuse both caches.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${AWQ_EXT_CUDA_VENV:-$ROOT/.venv-cuda}
+TORCH_SPEC=${AWQ_EXT_CUDA_TORCH:-torch==2.14.1}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q "$TORCH_SPEC" ninja pybind11 numpy pytest hypothesis \
+  nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
+"$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch in $VENV has no CUDA')"
+
+cd "$ROOT"
+# python -m puts the repo root on sys.path, so awq_ext imports from the checkout without installing it
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+  tests/kernels/test_sass.py tests/kernels/test_jit_build.py \
+  tests/kernels/test_dequant_emulation.py tests/pack/test_kernel_layout.py "$@"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up and run every test that this machine can run: the CPU suite (CUDA tests skip without a GPU),
+# then the kernel build checks (nvcc compile for sm_80/sm_90, SASS inspection, JIT build of the torch
+# extension with a CUDA build of torch) when nvcc is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+status=0
+.venv/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/kernels "$@" || status=$?
+if [ -f scripts/ci_kernels.sh ] && command -v nvcc >/dev/null 2>&1; then
+  bash scripts/ci_kernels.sh || status=$?
+else
+  echo "nvcc not found: kernel build tests skipped"
+fi
+exit $status
