@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+# vlm's needs (open-flamingo and friends with --no-deps, so torch is never replaced)
+PYTHON=.venv/bin/python bash scripts/install_vlm.sh
 status=0
 .venv/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/kernels "$@" || status=$?
 if [ -f scripts/ci_kernels.sh ] && command -v nvcc >/dev/null 2>&1; then
