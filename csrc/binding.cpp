@@ -14,7 +14,9 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "awq_kernels.h"
 
@@ -110,14 +112,31 @@ int sm_count(int device) {
   return sms;
 }
 
-// Split-K tile counters: zeroed once, returned to zero by the kernels, so reused without a memset. One
-// buffer per (device, stream) so concurrent streams never share counters.
+// Split-K tile counters (int32, all zero between launches: the last CTA of each tile resets its counter, so a
+// buffer is zeroed once and then reused without a memset). One buffer per (device, stream) so concurrent
+// streams never share counters. A buffer that must grow is retired but kept alive: another host thread may
+// already hold its pointer for a launch on the same stream, and freeing it would hand that memory to the next
+// allocation. Under CUDA-graph capture at::zeros is only recorded, not run, so an eager launch must never get a
+// buffer made during capture (it would hold garbage), and a graph must never get an eager buffer (a replay on
+// another stream would race eager launches): captures get their own buffers, keyed by (capture id, stream),
+// zeroed by a memset node at the start of each replay and kept alive for as long as the graph may run.
 int* counters_for(const at::Device& dev, cudaStream_t stream, int count) {
+  using Key = std::tuple<int, cudaStream_t, unsigned long long>;  // (device, stream, capture id or 0)
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  unsigned long long capture_id = 0;
+  C10_CUDA_CHECK(cudaStreamGetCaptureInfo(stream, &capture, &capture_id));
+  if (capture == cudaStreamCaptureStatusInvalidated) {
+    TORCH_CHECK(false, "awq_ext: the CUDA graph capture on this stream was invalidated before this op");
+  }
+  const bool capturing = capture == cudaStreamCaptureStatusActive;
   static std::mutex mu;
-  static auto* cache = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();
+  static auto* cache = new std::map<Key, at::Tensor>();      // leaked on purpose: no teardown order issues
+  static auto* retired = new std::vector<at::Tensor>();
   std::lock_guard<std::mutex> lock(mu);
-  at::Tensor& t = (*cache)[{dev.index(), stream}];
+  at::Tensor& t = (*cache)[Key{dev.index(), stream, capturing ? capture_id : 0ull}];
   if (!t.defined() || t.numel() < count) {
+    if (t.defined()) retired->push_back(t);
+    // rounded up so growth (a new memset) is rare; under capture this is one 16 KB buffer per graph
     t = at::zeros({std::max<int64_t>(count, 4096)}, at::TensorOptions().dtype(at::kInt).device(dev));
   }
   return t.data_ptr<int>();

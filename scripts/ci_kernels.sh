@@ -24,4 +24,5 @@ cd "$ROOT"
 # python -m puts the repo root on sys.path, so awq_ext imports from the checkout without installing it
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
   tests/kernels/test_sass.py tests/kernels/test_jit_build.py \
-  tests/kernels/test_dequant_emulation.py tests/pack/test_kernel_layout.py "$@"
+  tests/kernels/test_dequant_emulation.py tests/pack/test_kernel_layout.py \
+  tests/kernels/test_simt_emulation.py -m "not slow" "$@"

@@ -22,27 +22,9 @@ from dataclasses import dataclass, replace
 import torch.nn as nn
 
 from awq_ext.errors import AWQInputError
-from awq_ext.models import SPECS, ModelSpec, ScalingGroup, register_spec
+from awq_ext.models import SPECS, ModelSpec
 from awq_ext.models.spec import get_module
 
-# MPT (OpenFlamingo-9B v2's language model, MPT-7B). The names match transformers' native
-# MptForCausalLM and MosaicML's remote code alike. Only norm -> linear groups are scaled: Wqkv's fused
-# rows cannot feed out_proj channel-for-channel, and GELU between up_proj and down_proj is not a
-# per-channel-scalable prev-op (the reference folds into a ScaledActivation - a new prev-op kind that
-# awq_ext.calibrate.fold does not have yet).
-MPT = ModelSpec(
-    name="mpt",
-    model_types=("mpt",),
-    blocks="transformer.blocks",
-    groups=(
-        ScalingGroup("norm_1", ("attn.Wqkv",), inspect="attn", inspect_kwargs=True),
-        ScalingGroup("norm_2", ("ffn.up_proj",), inspect="ffn.up_proj"),
-    ),
-    clip_skip=("attn.Wqkv",),  # holds q and k rows: same reason as LLaMA's q/k clip skip
-    notes="registered by vlm.adapters; v->o and up->down groups are not scaled (see module comment)",
-)
-if "mpt" not in SPECS:
-    register_spec(MPT)
 
 
 @dataclass(frozen=True)

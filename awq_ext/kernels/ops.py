@@ -49,9 +49,9 @@ def _ops():  # noqa: ANN202 - torch.ops namespace
 
 
 def _check(x: torch.Tensor, packed: Mapping[str, torch.Tensor], group_size: int, n: int, k: int) -> None:
-    where = f"w4a16_linear(m={x.numel() // max(x.shape[-1], 1) if x.dim() else 0}, n={n}, k={k}, group_size={group_size})"
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise AWQInputError(f"{where}: x must be a tensor of shape [..., k]")
+        raise AWQInputError(f"w4a16_linear(n={n}, k={k}): x must be a tensor of shape [..., k], got {type(x).__name__}")
+    where = f"w4a16_linear(m={x.numel() // max(x.shape[-1], 1)}, n={n}, k={k}, group_size={group_size})"
     if x.shape[-1] != k:
         raise AWQInputError(f"{where}: x has {x.shape[-1]} features in its last dim, the weight expects k={k}")
     if x.dtype not in (torch.float16, torch.bfloat16):

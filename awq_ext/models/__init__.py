@@ -5,10 +5,11 @@ import torch.nn as nn
 
 from awq_ext.errors import AWQInputError
 from awq_ext.models.llama import LLAMA
+from awq_ext.models.mpt import MPT
 from awq_ext.models.opt import OPT
 from awq_ext.models.spec import ModelSpec, ScalingGroup, block_linears, get_module, group_applies
 
-SPECS: dict[str, ModelSpec] = {t: s for s in (LLAMA, OPT) for t in s.model_types}
+SPECS: dict[str, ModelSpec] = {t: s for s in (LLAMA, MPT, OPT) for t in s.model_types}
 
 
 def register_spec(spec: ModelSpec) -> None:

@@ -1,0 +1,93 @@
+// Emulator stand-in for csrc/ptx.cuh (same names and signatures): each PTX wrapper is implemented from its
+// PTX ISA definition on the host. fp16/bf16 ops round once (round-to-nearest-even) from an exact double.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace awq {
+
+inline uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p)); }
+
+inline void cp_async16(void* smem, const void* gmem, bool pred) { emu::cp_async(smem, gmem, pred ? 16 : 0); }
+inline void cp_async_commit() { emu::commit(); }
+template <int N>
+inline void cp_async_wait() {
+  emu::wait_group(N);
+}
+
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* smem) { emu::ldmatrix_x4(r, smem); }
+
+template <typename T>
+inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  emu::mma<T>(c, a, b0, b1);
+}
+
+template <int LUT>
+inline uint32_t lop3(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d = 0;
+  for (int i = 0; i < 8; ++i)
+    if ((LUT >> i) & 1) d |= ((i & 4) ? a : ~a) & ((i & 2) ? b : ~b) & ((i & 1) ? c : ~c);
+  return d;
+}
+
+inline uint4 ld_global_nc_v4(const void* p) {
+  emu::check_global(p, 16, 16, "ld.global.nc.v4");
+  uint4 r;
+  std::memcpy(&r, p, 16);
+  return r;
+}
+
+namespace emu_detail {
+inline double h2d(uint16_t b) {
+  __half h;
+  std::memcpy(&h, &b, 2);
+  return static_cast<double>(__half2float(h));
+}
+inline uint16_t d2h(double v) {
+  const __half h = __double2half(v);
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+inline double bf2d(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t d2bf(double v) {
+  const __nv_bfloat16 h = __double2bfloat16(v);
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+template <typename F>
+inline uint32_t lanes(uint32_t a, uint32_t b, uint32_t c, bool bf, F f) {
+  uint32_t out = 0;
+  for (int h = 0; h < 2; ++h) {
+    const auto get = [&](uint32_t x) { return static_cast<uint16_t>(x >> (16 * h)); };
+    const double r = bf ? f(bf2d(get(a)), bf2d(get(b)), bf2d(get(c))) : f(h2d(get(a)), h2d(get(b)), h2d(get(c)));
+    out |= static_cast<uint32_t>(bf ? d2bf(r) : d2h(r)) << (16 * h);
+  }
+  return out;
+}
+}  // namespace emu_detail
+
+inline uint32_t hsub2_f16(uint32_t a, uint32_t b) {
+  return emu_detail::lanes(a, b, 0, false, [](double x, double y, double) { return x - y; });
+}
+inline uint32_t hadd2_f16(uint32_t a, uint32_t b) {
+  return emu_detail::lanes(a, b, 0, false, [](double x, double y, double) { return x + y; });
+}
+inline uint32_t hmul2_f16(uint32_t a, uint32_t b) {
+  return emu_detail::lanes(a, b, 0, false, [](double x, double y, double) { return x * y; });
+}
+inline uint32_t hfma2_f16(uint32_t a, uint32_t b, uint32_t c) {
+  return emu_detail::lanes(a, b, c, false, [](double x, double y, double z) { return x * y + z; });
+}
+inline uint32_t hfma2_bf16(uint32_t a, uint32_t b, uint32_t c) {
+  return emu_detail::lanes(a, b, c, true, [](double x, double y, double z) { return x * y + z; });
+}
+
+}  // namespace awq
