@@ -15,6 +15,9 @@ from awq_ext.config import AWQConfig
 from awq_ext.errors import AWQInputError, CheckpointError, KernelUnavailableError, OfflineError
 from awq_ext.jobs import FLOAT_METHOD, JobOptions, TextCache, run_eval, run_job, write_json
 from awq_ext.quant.awq import SCALE_MODES
+from awq_ext.w8a8 import W8A8_METHODS, run_w8a8
+
+ALL_METHODS = [FLOAT_METHOD, *sorted(METHODS), *W8A8_METHODS]
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -35,11 +38,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
     if multi:
-        p.add_argument("--methods", nargs="+", default=[FLOAT_METHOD, "rtn", "awq"],
-                       help=f"methods to compare ({FLOAT_METHOD}, {', '.join(sorted(METHODS))})")
+        p.add_argument("--methods", nargs="+", default=[FLOAT_METHOD, "rtn", "awq"], choices=ALL_METHODS,
+                       metavar="METHOD", help=f"methods to compare ({', '.join(ALL_METHODS)})")
         p.add_argument("--w-bits", nargs="+", type=int, default=[4, 3], help="weight bit widths to compare")
     else:
-        p.add_argument("--method", default="awq", choices=[FLOAT_METHOD, *sorted(METHODS)])
+        p.add_argument("--method", default="awq", choices=ALL_METHODS,
+                       help="weight-only: rtn, awq (default), gptq family; W8A8: " + ", ".join(W8A8_METHODS))
         p.add_argument("--w-bit", type=int, default=4, help="weight bits, 2..8 (default 4)")
     p.add_argument("--group-size", type=int, default=64,
                    help="input channels per quantization group: 32, 64, 128, or -1 for per-channel "
@@ -59,6 +63,14 @@ def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
                    help="next block's calibration inputs come from the quantized (default) or float block")
     p.add_argument("--chunk-size", type=int, default=4, help="sequences per forward during calibration")
     p.add_argument("--device", default=None, help="calibration device (default: cuda if available, else cpu)")
+    w8 = p.add_argument_group("W8A8 methods (w8a8-rtn, smoothquant, aweq)")
+    w8.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength (default 0.5)")
+    w8.add_argument("--act-quant", choices=["static", "dynamic"], default="dynamic",
+                    help="activation quantization: per-tensor static (calibrated) or per-token dynamic (default)")
+    w8.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                    help="subtract the expected quantization shift through the bias (default: on for aweq)")
+    w8.add_argument("--weight-only", action="store_true",
+                    help="equalize, then weight-only RTN at --w-bit/--group-size (AWEQ's ultra-low-bit use)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,20 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _extra(a: argparse.Namespace, method: str) -> dict:
+    if method not in W8A8_METHODS:
+        return {}
+    extra = {"alpha": a.alpha, "act_quant": a.act_quant, "weight_only": a.weight_only}
+    if a.bias_correction is not None:
+        extra["bias_correction"] = a.bias_correction
+    return extra
+
+
+def _run(opts: JobOptions, **kw) -> dict:
+    return (run_w8a8 if opts.method in W8A8_METHODS else run_job)(opts, **kw)
+
+
 def _options(a: argparse.Namespace, method: str, w_bit: int) -> JobOptions:
     return JobOptions(
         model=a.model, method=method, w_bit=w_bit, group_size=a.group_size, zero_point=a.zero_point,
         calib=a.calib, n_samples=a.n_samples, seqlen=a.seqlen,
         eval=None if a.eval == "none" else a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
         awq=AWQConfig(scale_mode=a.scale_mode, n_grid=a.n_grid, clip=a.clip, loss_samples=a.loss_samples),
-        propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, progress=not a.no_progress,
+        propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, extra=_extra(a, method),
+        progress=not a.no_progress,
     )
 
 
 def _cmd_quantize(a: argparse.Namespace) -> dict:
     opts = _options(a, a.method, a.w_bit)
     opts.output, opts.save_record, opts.load_record = a.output, a.save_record, a.load_record
-    res = run_job(opts)
+    res = _run(opts)
     line = f"{res['method']} w{res['bits']} g{res['group_size']}" if res["bits"] else res["method"]
     if "ppl" in res:
         line += f": ppl {res['ppl']:.3f} on {res['eval_tokens']} tokens"
@@ -147,7 +173,7 @@ def _cmd_compare(a: argparse.Namespace) -> dict:
     for method, bits in runs:
         model.load_state_dict(pristine)
         opts = _options(a, method, bits or 16)
-        res = run_job(opts, model=model, tokenizer=tok, texts=texts)
+        res = _run(opts, model=model, tokenizer=tok, texts=texts)
         rows.append(res)
         print(f"  {method} {'w%d' % bits if bits else ''}: ppl {res.get('ppl', float('nan')):.3f}", flush=True)
     table = format_table(rows)
