@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from awq_ext.calibrate.capture import capture_block_inputs, run_chunked
+from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_chunked
 from awq_ext.calibrate.fold import apply_clip, fold_scales
 from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
@@ -103,13 +103,17 @@ def _awq_search_block(
         xs = x if acfg.loss_samples is None else x[: acfg.loss_samples]
         inspect = get_module(block, group.inspect)
         kw = kwargs if group.inspect_kwargs else {}
-        org = run_chunked(inspect, xs, kw, cfg.chunk_size)
+        chunks = [xs[i : i + cfg.chunk_size] for i in range(0, xs.shape[0], cfg.chunk_size)]
+        org = [block_output(inspect(c, **kw)) for c in chunks]
         originals = [lin.weight.data.clone() for lin in linears]
 
         def loss(s: torch.Tensor) -> float:
             for lin, w in zip(linears, originals):
                 lin.weight.data = scaled_fake_quant(w, s.to(w.device), qspec)
-            return _mse(run_chunked(inspect, xs, kw, cfg.chunk_size), org)
+            # Sum squared errors chunk by chunk: no concatenated copy of the module output.
+            sse = sum(float((block_output(inspect(c, **kw)).float() - o.float()).pow(2).sum())
+                      for c, o in zip(chunks, org))
+            return sse / sum(o.numel() for o in org)
 
         try:
             s_w = weight_scale(originals, qspec)

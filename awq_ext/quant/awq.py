@@ -151,7 +151,7 @@ def search_clip(
     spec: QuantSpec,
     n_grid: int = 20,
     max_shrink: float = 0.5,
-    row_batch: int = 256,
+    row_batch: int = 1024,
 ) -> ClipSearchResult:
     """Search per-group clipping of ``w`` ``[N, K]`` against sample inputs ``x`` ``[T, K]``.
 
