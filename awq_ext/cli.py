@@ -63,6 +63,10 @@ def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
                    help="next block's calibration inputs come from the quantized (default) or float block")
     p.add_argument("--chunk-size", type=int, default=4, help="sequences per forward during calibration")
     p.add_argument("--device", default=None, help="calibration device (default: cuda if available, else cpu)")
+    gq = p.add_argument_group("GPTQ methods (gptq, gptq-r, awq+gptq)")
+    gq.add_argument("--damp", type=float, default=0.01,
+                    help="Hessian dampening, as a fraction of its mean diagonal (default 0.01)")
+    gq.add_argument("--gptq-block-size", type=int, default=128, help="columns per lazy-update block (default 128)")
     w8 = p.add_argument_group("W8A8 methods (w8a8-rtn, smoothquant, aweq)")
     w8.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength (default 0.5)")
     w8.add_argument("--act-quant", choices=["static", "dynamic"], default="dynamic",
@@ -104,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra(a: argparse.Namespace, method: str) -> dict:
+    if method in METHODS and METHODS[method].quantizer.startswith("gptq"):
+        return {"damp": a.damp, "block_size": a.gptq_block_size}
     if method not in W8A8_METHODS:
         return {}
     extra = {"alpha": a.alpha, "act_quant": a.act_quant, "weight_only": a.weight_only}

@@ -182,7 +182,7 @@ def tower_linears(model: nn.Module, family: str | None = None) -> dict[str, nn.L
 def text_calibration(tokenizer, n_samples: int, seqlen: int, source: str = "pydoc") -> torch.Tensor:
     """``[n_samples, seqlen]`` token ids of plain text for the language tower (no images).
 
-    ``source``: an ``awq_ext.data`` source name (``pydoc`` offline; ``pile-val`` etc. when online) or a
+    ``source``: an ``awq_ext.data`` source name (``pydoc`` offline; ``pileval`` etc. when online) or a
     local text file. Uses the source's calibration part, disjoint from its evaluation part.
     """
     src = load_source(source)

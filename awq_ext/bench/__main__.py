@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _e2e_opts(e)
     q = sub.add_parser("quant-cost", help="wall time and peak RSS of the AWQ search (runs the quantize CLI)")
     _common(q)
-    q.add_argument("--models", required=True, help="comma-separated model names or paths")
+    q.add_argument("--models", default="smollm2",
+                   help="comma-separated model names or paths (default: smollm2, the offline SmolLM2-135M)")
     q.add_argument("--quant-args", default="", help="extra arguments for `python -m awq_ext quantize`")
     q.add_argument("--timeout", type=float, default=None, help="seconds per model before giving up")
     a = sub.add_parser("all", help="kernels then e2e, one JSON")

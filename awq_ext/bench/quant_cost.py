@@ -37,7 +37,8 @@ def run_quant_cost(models: Sequence[str], extra_args: str = "", cli: Sequence[st
     with tempfile.TemporaryDirectory(prefix="awq_bench_qc_") as tmp:
         for i, model in enumerate(models):
             out = Path(tmp) / f"run{i}.json"
-            cmd = [*cli, "quantize", "--method", "awq", "--model", model, "--json", str(out),
+            # --eval none: time the search itself, not a perplexity evaluation after it
+            cmd = [*cli, "quantize", "--method", "awq", "--model", model, "--eval", "none", "--json", str(out),
                    *shlex.split(extra_args)]
             log(f"  quant-cost: {shlex.join(cmd)}")
             t0 = time.perf_counter()
@@ -59,7 +60,7 @@ def run_quant_cost(models: Sequence[str], extra_args: str = "", cli: Sequence[st
             # ru_maxrss is KiB on Linux
             child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             rows.append({
-                "model": model, "seconds": data.get("seconds"), "peak_rss_mb": data.get("peak_rss_mb"),
+                "model": model, "seconds": data.get("quantize_seconds", data.get("seconds")), "peak_rss_mb": data.get("peak_rss_mb"),
                 "wall_s_outside": wall, "child_max_rss_mb": child_rss, "cli_json": data,
             })
     return rows, notes

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from awq_ext.errors import AWQInputError
+from awq_ext.quant.gptq import gptq_quantize, hessian_from_inputs
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, quantize_weight
 
 
@@ -36,12 +37,62 @@ def rtn_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpe
     return QuantizedWeight(q, s, z, spec)
 
 
-QUANTIZERS: dict[str, Callable[..., QuantizedWeight]] = {"rtn": rtn_quantizer}
-QUANTIZER_NEEDS_INPUTS: dict[str, bool] = {"rtn": False}
+GPTQ_OPTION_DEFAULTS = {"damp": 0.01, "block_size": 128, "act_order": False, "static_groups": False}
+
+
+def _gptq_options(options: dict, name: str) -> dict:
+    unknown = set(options) - set(GPTQ_OPTION_DEFAULTS)
+    if unknown:
+        raise AWQInputError(f"{name}: unknown GPTQ option(s) {sorted(unknown)}; known: {sorted(GPTQ_OPTION_DEFAULTS)}")
+    return {**GPTQ_OPTION_DEFAULTS, **options}
+
+
+_LAST_HESSIAN: list = []  # [(inputs tensor, its Hessian)]: one entry, holding a reference to the tensor
+
+
+def _shared_hessian(inputs: torch.Tensor) -> torch.Tensor:
+    """Hessian of ``inputs``, reused when consecutive linears read the very same tensor (q/k/v, gate/up).
+
+    The pipeline hands linears that share a source the same tensor object; holding it in the cache keeps
+    its identity from being reused by another tensor, and only the latest one is kept.
+    """
+    if _LAST_HESSIAN and _LAST_HESSIAN[0][0] is inputs:
+        return _LAST_HESSIAN[0][1]
+    h = hessian_from_inputs(inputs)
+    _LAST_HESSIAN[:] = [(inputs, h)]
+    return h
+
+
+def gptq_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpec, options: dict,
+                   name: str) -> QuantizedWeight:
+    """GPTQ on ``linear`` with its calibration inputs ``[n, seqlen, K]``; options from ``cfg.extra``:
+    ``damp`` (0.01), ``block_size`` (128), ``act_order`` (False), ``static_groups`` (False)."""
+    if inputs is None:
+        raise AWQInputError(f"{name}: GPTQ needs the layer's calibration inputs; pass calibration data")
+    o = _gptq_options(options, name)
+    h = _shared_hessian(inputs)
+    return gptq_quantize(linear.weight.data, h, spec, damp=float(o["damp"]), block_size=int(o["block_size"]),
+                         act_order=bool(o["act_order"]), static_groups=bool(o["static_groups"]),
+                         name=name).quantized
+
+
+def gptq_r_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpec, options: dict,
+                     name: str) -> QuantizedWeight:
+    """GPTQ-R: GPTQ with act-order (descending Hessian diagonal), exporting ``g_idx``."""
+    return gptq_quantizer(linear, inputs, spec, {**options, "act_order": True}, name)
+
+
+QUANTIZERS: dict[str, Callable[..., QuantizedWeight]] = {
+    "rtn": rtn_quantizer, "gptq": gptq_quantizer, "gptq-r": gptq_r_quantizer,
+}
+QUANTIZER_NEEDS_INPUTS: dict[str, bool] = {"rtn": False, "gptq": True, "gptq-r": True}
 
 METHODS: dict[str, Method] = {
     "rtn": Method("rtn", None, "rtn", "round-to-nearest, group-wise (baseline)", needs_calibration=False),
     "awq": Method("awq", "awq", "rtn", "AWQ: activation-aware scale search + clip search, then RTN"),
+    "gptq": Method("gptq", None, "gptq", "GPTQ: Hessian-based error feedback, channels in natural order"),
+    "gptq-r": Method("gptq-r", None, "gptq-r", "GPTQ-R: GPTQ with act-order (exports g_idx)"),
+    "awq+gptq": Method("awq+gptq", "awq", "gptq", "AWQ scale + clip search, then GPTQ on the scaled weights"),
 }
 
 

@@ -31,7 +31,7 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--methods", nargs="+", default=["fp16", "rtn", "awq"], help="fp16 = the model as loaded")
     g.add_argument("--w-bit", type=int, default=4)
     g.add_argument("--group-size", type=int, default=128)
-    g.add_argument("--calib", default="pydoc", help="text source for calibration: pydoc, pile-val (online), or a file")
+    g.add_argument("--calib", default="pydoc", help="text source for calibration: pydoc, pileval (online), or a file")
     g.add_argument("--n-samples", type=int, default=128)
     g.add_argument("--seqlen", type=int, default=512)
     g.add_argument("--n-grid", type=int, default=20, help="AWQ scale-search grid points")

@@ -1,0 +1,71 @@
+"""Each experiment module runs end to end on a tiny model and writes its files."""
+import json
+
+import pytest
+
+from awq_ext.analysis import fig7, table1, table7
+
+
+def test_table1_structure(runner, settings, tmp_path):
+    res = table1.run(runner, settings, group=32, fracs=(0.05,), criteria=("activation", "random"))
+    assert [r["label"] for r in res.rows] == ["fp32", "rtn", "keep activation 0.05", "keep random 0.05"]
+    paths = res.write(tmp_path)
+    data = json.loads(open(paths["json"]).read())
+    assert data["settings"]["bits"] == 3 and len(data["rows"]) == 4
+
+
+@pytest.mark.slow
+def test_table7_awq_gptq_replays_awq_search(runner, settings):
+    res = table7.run(runner, settings, group=32)
+    rows = {r["label"]: r for r in res.rows}
+    assert "replayed_record" in rows["awq+gptq w2"] and "replayed_record" not in rows["awq w2"]
+    assert all(r["ppl"] > 0 for r in res.rows)
+
+
+def test_license_text_is_deduplicated(tmp_path):
+    from awq_ext.analysis.texts import build_license_text
+
+    b = build_license_text(tmp_path / "lic.txt", min_chars=1000)
+    paras = [" ".join(p.split()) for p in (tmp_path / "lic.txt").read_text().split("\n\n")]
+    assert len(paras) == len(set(paras)) and b.chars > 1000 and b.files
+
+
+@pytest.mark.slow
+def test_fig7_small(runner, settings):
+    res = fig7.run(runner, settings, group=32, sizes={"awq": (2,), "gptq": (2, 4)})
+    assert res.extra["png"].endswith("fig7.png")
+    assert set(res.extra["penalty"]) == {"awq", "gptq"}
+
+
+def test_summary_compares_directions(tmp_path):
+    from awq_ext.analysis.summary import write_summary
+    from awq_ext.reproduce import main
+
+    rows = [{"label": "fp32", "config": {}, "ppl": 10.0}]
+    for b, vals in ((4, dict(rtn=12.0, gptq=11.0, awq=10.5)), (3, dict(rtn=30.0, gptq=14.0, awq=15.0))):
+        rows += [{"label": f"{m} w{b}", "config": {}, "ppl": v} for m, v in vals.items()]
+        rows.append({"label": f"gptq-r w{b}", "config": {}, "ppl": vals["gptq"] + 1})
+    (tmp_path / "table5.json").write_text(json.dumps(
+        {"title": "T5", "paper": "p", "markdown_table": "|a|", "seconds": 1.0, "rows": rows,
+         "settings": {"max_windows": 4, "eval_seqlen": 1024, "n_samples": 16, "seqlen": 512}}))
+    (tmp_path / "DISCUSSION.md").write_text("## Discussion\nwhy\n")
+    assert main(["summary", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "SUMMARY.md").read_text()
+    assert "| W4: AWQ <= GPTQ | AWQ 10.50 vs GPTQ 11.00 | yes |" in text
+    assert "| W3: AWQ <= GPTQ | AWQ 15.00 vs GPTQ 14.00 | **no** |" in text
+    rows[1]["not_run"] = True  # a row that has not run yet is reported as such, not as a failure
+    (tmp_path / "table5.json").write_text(json.dumps(
+        {"title": "T5", "paper": "p", "markdown_table": "|a|", "seconds": 1.0, "rows": rows,
+         "settings": {"max_windows": 4, "eval_seqlen": 1024, "n_samples": 16, "seqlen": 512}}))
+    write_summary(tmp_path)
+    assert "| W4: AWQ < RTN | rows not run | not run |" in (tmp_path / "SUMMARY.md").read_text()
+    assert text.count("Not run.") == 5 and text.rstrip().endswith("why")
+
+
+def test_reproduce_refuses_bad_sizes_before_loading(capsys):
+    from awq_ext.reproduce import main
+
+    assert main(["table1", "--max-windows", "0"]) == 2
+    assert "--max-windows must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["table9"])
