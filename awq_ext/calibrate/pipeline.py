@@ -78,7 +78,7 @@ def _subsample_tokens(x: torch.Tensor, n_tokens: int) -> torch.Tensor:
     return flat[idx]
 
 
-def _replace_features(feats: dict[str, torch.Tensor], names: tuple[str, ...], scales: torch.Tensor) -> None:
+def divide_features(feats: dict[str, torch.Tensor], names: tuple[str, ...], scales: torch.Tensor) -> None:
     # The consumers now see x / s; dividing once per distinct tensor keeps q/k/v sharing one copy.
     done: dict[int, torch.Tensor] = {}
     for n in names:
@@ -123,7 +123,7 @@ def _awq_search_block(
                 lin.weight.data = w
         prev = get_module(block, group.prev_op)
         fold_scales(prev, linears, res.scales)
-        _replace_features(feats, group.linears, res.scales)
+        divide_features(feats, group.linears, res.scales)
         record.scales[prefix + group.prev_op] = ScaleEntry(
             prefix + group.prev_op, [prefix + n for n in group.linears], res.scales.cpu(),
             res.alpha, res.beta, res.loss, res.identity_loss,
@@ -150,7 +150,7 @@ def _replay_block(model: nn.Module, prefix: str, record: SearchRecord, feats: di
         fold_scales(get_module(model, e.prev_op), linears, e.scales)
         local = tuple(n[len(prefix):] for n in e.linears)
         if all(n in feats for n in local):
-            _replace_features(feats, local, e.scales)
+            divide_features(feats, local, e.scales)
     for name, max_val in clips.items():
         apply_clip(get_module(model, name), max_val, qspec)
 

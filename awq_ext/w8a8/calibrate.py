@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from awq_ext.calibrate.capture import capture_block_inputs, run_chunked
 from awq_ext.calibrate.fold import fold_scales
-from awq_ext.calibrate.pipeline import collect_inputs
+from awq_ext.calibrate.pipeline import collect_inputs, divide_features
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, block_linears, get_blocks, get_module, get_spec, group_applies
 from awq_ext.nn.w8a8 import W8A8Linear
@@ -77,16 +77,6 @@ def equalization_factors(cfg: W8A8Config, x: torch.Tensor, weights: list[torch.T
     return aweq_factors(x_max, w_max)
 
 
-def _divide_features(feats: dict[str, torch.Tensor], names: tuple[str, ...], s: torch.Tensor) -> None:
-    # Consumers now see x / s; linears fed by one tensor (q/k/v) keep sharing one copy.
-    done: dict[int, torch.Tensor] = {}
-    for n in names:
-        src = feats[n]
-        if id(src) not in done:
-            done[id(src)] = src / s.to(src).view(*([1] * (src.dim() - 1)), -1)
-        feats[n] = done[id(src)]
-
-
 @torch.no_grad()
 def equalize_block(block: nn.Module, spec: ModelSpec, feats: dict[str, torch.Tensor], cfg: W8A8Config,
                    prefix: str = "", out_scales: dict[str, torch.Tensor] | None = None) -> list[dict]:
@@ -103,7 +93,7 @@ def equalize_block(block: nn.Module, spec: ModelSpec, feats: dict[str, torch.Ten
         if s is None:
             continue
         fold_scales(get_module(block, group.prev_op), lins, s)
-        _divide_features(feats, group.linears, s)
+        divide_features(feats, group.linears, s)
         if out_scales is not None:
             out_scales[prefix + group.prev_op] = s.cpu()
         groups.append({"prev_op": group.prev_op, "s_min": float(s.min()), "s_max": float(s.max())})
