@@ -8,11 +8,12 @@ AWQ configuration (e.g. W3 g64 in Tables 2, 5, 8 and Figure 7) search it once an
 """
 from __future__ import annotations
 
+
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,6 +72,7 @@ class Runner:
         self.cached_only = False
         # Float weights of every parameter and buffer, cloned once (~0.5 GB for SmolLM2 in fp32).
         self._pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._act_means: dict[tuple, dict[str, torch.Tensor]] = {}
         # One cache file per table, so experiments may run in parallel processes without clobbering rows.
         self._rows: dict[str, dict[str, dict]] = {}
         if use_cache:
@@ -118,6 +120,15 @@ class Runner:
         return {"ppl": r.ppl, "mean_nll": r.mean_nll, "eval_tokens": r.n_tokens, "eval_seconds": time.time() - t}
 
     @torch.no_grad()
+    def float_activation_means(self, s: RunSettings) -> dict[str, torch.Tensor]:
+        """:meth:`activation_means` of the float model on ``s``'s calibration data, computed once per
+        settings and only when a row first needs it."""
+        key = astuple(s)
+        if key not in self._act_means:
+            self.restore()
+            self._act_means[key] = self.activation_means(self.calib_ids(s), s.chunk_size)
+        return self._act_means[key]
+
     def activation_means(self, calib: torch.Tensor, chunk: int = 4) -> dict[str, torch.Tensor]:
         """Mean |x| per input channel (float32 ``[K]``) of every block linear, on the float model.
 

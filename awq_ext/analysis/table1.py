@@ -18,14 +18,6 @@ def run(runner: Runner, s: RunSettings, bits: int = 3, group: int = 64, fracs: t
         criteria: tuple[str, ...] = CRITERIA) -> TableResult:
     t0 = time.time()
     spec = QuantSpec(bits, group)
-    act_cache: dict = {}
-
-    def act():
-        if "a" not in act_cache:  # float-model statistics, computed once and only if a row needs them
-            runner.restore()
-            act_cache["a"] = runner.activation_means(runner.calib_ids(s), s.chunk_size)
-        return act_cache["a"]
-
     rows = [runner.row("table1", "fp32", {"method": "fp32"}, s, lambda: {})]
     rows.append(runner.row("table1", "rtn", {"method": "rtn", "bits": bits, "group_size": group}, s,
                            lambda: rtn_all(runner.model, spec)))
@@ -33,8 +25,9 @@ def run(runner: Runner, s: RunSettings, bits: int = 3, group: int = 64, fracs: t
         for f in fracs:
             cfg = {"method": "keep", "criterion": c, "frac": f, "bits": bits, "group_size": group}
             rows.append(runner.row("table1", f"keep {c} {f}", cfg, s,
-                                   lambda c=c, f=f: keep_salient(runner.model, act() if c == "activation" else {},
-                                                                 spec, c, f)))
+                                   lambda c=c, f=f: keep_salient(
+                                       runner.model, runner.float_activation_means(s) if c == "activation" else {},
+                                       spec, c, f)))
     by = {(r["config"].get("criterion"), r["config"].get("frac")): r for r in rows}
     header = ["FP32", f"RTN W{bits} g{group}"] + [f"{c} {f * 100:g}%" for c in criteria for f in fracs]
     body = [[fmt_ppl(rows[0]["ppl"]), fmt_ppl(rows[1]["ppl"])] + [fmt_ppl(by[(c, f)]["ppl"]) for c in criteria

@@ -25,21 +25,13 @@ def run(runner: Runner, s: RunSettings, bits: int = 3, group: int = 64, frac: fl
         factors: tuple[float, ...] = FACTORS) -> TableResult:
     t0 = time.time()
     spec = QuantSpec(bits, group)
-    act_cache: dict = {}
-
-    def act():
-        if "a" not in act_cache:
-            runner.restore()
-            act_cache["a"] = runner.activation_means(runner.calib_ids(s), s.chunk_size)
-        return act_cache["a"]
-
     rows = [runner.row("table2", "fp32", {"method": "fp32"}, s, lambda: {}),
             runner.row("table2", "rtn", {"method": "rtn", "bits": bits, "group_size": group}, s,
                        lambda: rtn_all(runner.model, spec))]
     for f in factors:
         rows.append(runner.row("table2", f"x{f}", {"method": "heuristic", "factor": f, "frac": frac, "bits": bits,
                                                     "group_size": group}, s,
-                               lambda f=f: scale_salient(runner.model, act(), spec, f, frac)))
+                               lambda f=f: scale_salient(runner.model, runner.float_activation_means(s), spec, f, frac)))
     for label, mode, clip in SEARCHED:
         qc = quant_cfg("awq", bits, group, s, awq=AWQConfig(scale_mode=mode, clip=clip))
         rows.append(runner.row("table2", label, {"method": "awq", "scale_mode": mode, "clip": clip, "bits": bits,

@@ -15,14 +15,6 @@ PAPER = ("Grouped INT3 (g128): AWQ matches keeping 1 % salient weights in FP16 (
 def run(runner: Runner, s: RunSettings, bits: int = 3, groups: tuple[int, ...] = (64, -1),
         frac: float = 0.01) -> TableResult:
     t0 = time.time()
-    act_cache: dict = {}
-
-    def act():
-        if "a" not in act_cache:
-            runner.restore()
-            act_cache["a"] = runner.activation_means(runner.calib_ids(s), s.chunk_size)
-        return act_cache["a"]
-
     rows = [runner.row("table8", "fp32", {"method": "fp32"}, s, lambda: {})]
     by: dict = {}
     for g in groups:
@@ -30,7 +22,8 @@ def run(runner: Runner, s: RunSettings, bits: int = 3, groups: tuple[int, ...] =
             cfg = {"method": m, "bits": bits, "group_size": g}
             if m == "keep":
                 cfg.update(criterion="activation", frac=frac)
-                fn = lambda g=g: keep_salient(runner.model, act(), QuantSpec(bits, g), "activation", frac)
+                fn = lambda g=g: keep_salient(runner.model, runner.float_activation_means(s), QuantSpec(bits, g),
+                                              "activation", frac)
             else:
                 qc = quant_cfg(m, bits, g, s)
                 fn = lambda qc=qc: runner.quantize(qc, s)[1]

@@ -64,3 +64,15 @@ def block_output(out: Any) -> torch.Tensor:
 def run_chunked(module: nn.Module, x: torch.Tensor, kwargs: dict[str, Any], chunk: int) -> torch.Tensor:
     """``module(x[i:i+chunk], **kwargs)`` over the sample dimension, concatenated."""
     return torch.cat([block_output(module(x[i : i + chunk], **kwargs)) for i in range(0, x.shape[0], chunk)])
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move captured block keyword inputs (tensors, tuples of tensors such as rotary cos/sin, plain
+    values) to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj

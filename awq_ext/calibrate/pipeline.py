@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_chunked
+from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_chunked, to_device
 from awq_ext.calibrate.fold import apply_clip, fold_scales
 from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
@@ -224,7 +224,7 @@ def quantize_model(
         kw: dict[str, Any] = {}
         if calibrated:
             inps = inps.to(device)
-            kw = _to_device(kwargs, device)
+            kw = to_device(kwargs, device)
             feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
             if not torch.isfinite(fp_out).all():
                 raise AWQInputError(f"block {i} produced NaN/Inf on the calibration data; check the weights of "
@@ -251,12 +251,3 @@ def quantize_model(
         reports.append(report)
     return QuantizationResult(quantized, out_record, reports, time.time() - t0)
 
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    return obj

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from awq_ext.calibrate.capture import capture_block_inputs, run_chunked
+from awq_ext.calibrate.capture import capture_block_inputs, run_chunked, to_device
 from awq_ext.calibrate.fold import fold_scales
 from awq_ext.calibrate.pipeline import collect_inputs, divide_features
 from awq_ext.errors import AWQInputError
@@ -99,16 +99,6 @@ def equalize_block(block: nn.Module, spec: ModelSpec, feats: dict[str, torch.Ten
         groups.append({"prev_op": group.prev_op, "s_min": float(s.min()), "s_max": float(s.max())})
     return groups
 
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    # Block keyword inputs hold tensors, tuples of tensors (rotary cos/sin) and plain values.
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    return obj
 
 
 def _set_bias(lin: nn.Linear, value: torch.Tensor) -> None:
@@ -182,7 +172,7 @@ def quantize_w8a8(model: nn.Module, calib_ids: torch.Tensor, cfg: W8A8Config, pr
         home = next(block.parameters()).device
         block.to(device)
         inps = inps.to(device)
-        kw = _to_device(kwargs, device)
+        kw = to_device(kwargs, device)
         linears = block_linears(block)
         feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
         report = W8A8BlockReport(i, float("nan"), 0.0)
