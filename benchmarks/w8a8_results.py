@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from awq_ext.jobs import JobOptions, TextCache, run_job, write_json
 from awq_ext.models.loading import load_model
-from awq_ext.nn.w8a8 import W8A8Linear, int8_matmul, int_mm_backend
+from awq_ext.nn.w8a8 import W8A8Linear, cpu_has_int8_dot, int8_matmul, int_mm_backend
 from awq_ext.quant.w8a8 import quantize_act_per_token, quantize_weight_int8
 from awq_ext.w8a8 import run_w8a8
 
@@ -42,8 +42,9 @@ def speed_benchmark(m: int = 1024, k: int = 576, n: int = 1536, reps: int = 30) 
     qw, _ = quantize_weight_int8(lin.weight.data)
     cases = {
         "fp32_linear": lambda: F.linear(x, lin.weight, lin.bias),
-        "int8_matmul_only": lambda: int8_matmul(xq, qw.t()),
-        "w8a8_linear_dynamic": lambda: mod(x),
+        "int8_matmul torch._int_mm": lambda: int8_matmul(xq, qw.t(), backend="torch._int_mm"),
+        "int8_matmul float32-exact": lambda: int8_matmul(xq, qw.t(), backend="float32-exact"),
+        f"w8a8_linear_dynamic ({int_mm_backend('cpu')})": lambda: mod(x),
     }
     times: dict[str, list[float]] = {c: [] for c in cases}
     with torch.no_grad():
@@ -59,10 +60,9 @@ def speed_benchmark(m: int = 1024, k: int = 576, n: int = 1536, reps: int = 30) 
     flops = 2 * m * k * n
     return {
         "shape": {"M": m, "K": k, "N": n}, "reps": reps, "threads": torch.get_num_threads(),
-        "backend": int_mm_backend("cpu"), "median_ms": med,
+        "backend": int_mm_backend("cpu"), "cpu_int8_dot_instructions": cpu_has_int8_dot(), "median_ms": med,
         "gops": {c: flops / (v * 1e-3) / 1e9 for c, v in med.items()},
-        "speedup_int8_matmul_vs_fp32": med["fp32_linear"] / med["int8_matmul_only"],
-        "speedup_w8a8_linear_vs_fp32": med["fp32_linear"] / med["w8a8_linear_dynamic"],
+        "speedup_vs_fp32": {c: med["fp32_linear"] / v for c, v in med.items()},
         "cpu": platform.processor() or platform.machine(),
         "loadavg_1min_before_after": [load0, os.getloadavg()[0]],  # the CPU is shared: say how busy it was
     }
@@ -87,6 +87,24 @@ def plan(alphas: list[float], acts: list[str], wo_bits: list[int], awq: bool) ->
     if awq:  # slowest (scale + clip search): last
         runs += [(f"awq/w{b}g64", {"kind": "core", "method": "awq", "w_bit": b}) for b in wo_bits]
     return runs
+
+
+def core_row_from(path: Path, method: str, bits: int, args: argparse.Namespace) -> dict:
+    """The ``method`` W``bits`` g64 row of an earlier core run, refused unless its protocol is this run's."""
+    rows = json.loads(path.read_text())["rows"]
+    for r in rows:
+        if r.get("method") == method and r.get("bits") == bits and r.get("group_size") == 64:
+            want = {"eval windows": (r["eval"]["max_windows"], args.max_windows)}
+            if r.get("calib"):  # RTN uses no calibration data
+                want.update({"calibration n_samples": (r["calib"]["n_samples"], args.n_samples),
+                             "calibration seqlen": (r["calib"]["seqlen"], args.seqlen)})
+            bad = {k: v for k, v in want.items() if v[0] != v[1]}
+            if bad:
+                raise SystemExit(f"{path}: {method} W{bits} row differs from this run in " +
+                                 ", ".join(f"{k} ({a} there, {b} here)" for k, (a, b) in bad.items()) +
+                                 "; rerun without --core-from or with matching sizes")
+            return {**{k: v for k, v in r.items() if k != "blocks"}, "taken_from": str(path)}
+    raise SystemExit(f"{path} has no {method} W{bits} g64 row; rerun without --core-from")
 
 
 def _fmt(r: dict | None) -> str:
@@ -144,7 +162,9 @@ def write_markdown(res: dict, path: Path) -> None:
     if sp:
         s = sp["shape"]
         lines += ["", f"INT8 execution on CPU, [{s['M']} x {s['K']}] @ [{s['K']} x {s['N']}] (SmolLM2 gate/up "
-                  f"shape), median of {sp['reps']}, {sp['threads']} threads, backend {sp['backend']}:", "",
+                  f"shape), median of {sp['reps']}, {sp['threads']} threads; int8 dot-product instructions on this "
+                  f"CPU: {sp.get('cpu_int8_dot_instructions')}, so W8A8Linear's default backend is "
+                  f"{sp['backend']}:", "",
                   "| path | ms | GOP/s | vs fp32 |", "|---|---|---|---|"]
         f32 = sp["median_ms"]["fp32_linear"]
         for c, v in sp["median_ms"].items():
@@ -162,6 +182,9 @@ def main() -> None:
     ap.add_argument("--acts", nargs="*", default=["static", "dynamic"])
     ap.add_argument("--wo-bits", type=int, nargs="*", default=[4, 3], help="weight-only bit widths (none = skip)")
     ap.add_argument("--awq", action=argparse.BooleanOptionalAction, default=True, help="AWQ weight-only baseline")
+    ap.add_argument("--core-from", type=Path, default=None,
+                    help="take the RTN and AWQ weight-only rows from this core results JSON (python -m awq_ext "
+                         "compare --json) instead of running them again; its protocol must match this run's")
     ap.add_argument("--only", nargs="*", default=None, help="run only these keys (e.g. fp32 aweq+bc/static)")
     ap.add_argument("--resume", action="store_true", help="keep and skip runs already in results.json")
     ap.add_argument("--skip-speed", action="store_true")
@@ -194,6 +217,14 @@ def main() -> None:
         res["speed"] = speed_benchmark()
         write_json(res, jpath)
         print(json.dumps(res["speed"], indent=1), flush=True)
+
+    if args.core_from is not None:
+        for b in args.wo_bits:
+            for m in ("rtn", "awq") if args.awq else ("rtn",):
+                res["runs"][f"{m}/w{b}g64"] = core_row_from(args.core_from, m, b, args)
+        res["notes"].append(f"Weight-only RTN{' and AWQ' if args.awq else ''} rows are taken from "
+                            f"`{args.core_from}` (the core comparison; same evaluation windows and "
+                            "calibration sizes, checked on load).")
 
     pristine, tok = load_model(None)
     texts = TextCache(tok)

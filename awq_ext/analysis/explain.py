@@ -1,6 +1,6 @@
 """Why one method beats another on this model: per-block output error and activation-outlier statistics.
 
-For each method (AWQ and GPTQ at W3/W4 g64 by default) every decoder block of the quantized model is fed
+For each method (RTN, AWQ and GPTQ at W3 g64 by default: the width where the methods differ most) every decoder block of the quantized model is fed
 the *float* model's block inputs and its output compared with the float block's:
 ``rel_error = ||block_q(x) - block(x)||^2 / ||block(x)||^2``, on three texts: calibration sequences,
 held-out pydoc (evaluation windows) and the license corpus (never used for calibration here). A method
@@ -75,7 +75,7 @@ def outlier_share(act: dict[str, torch.Tensor], frac: float = 0.01) -> dict[str,
     return {t: sum(v) / len(v) for t, v in sorted(per.items())}
 
 
-def run(runner: Runner, s: RunSettings, bits: tuple[int, ...] = (3, 4), group: int = 64,
+def run(runner: Runner, s: RunSettings, bits: tuple[int, ...] = (3,), group: int = 64,
         methods: tuple[str, ...] = ("rtn", "awq", "gptq"), windows: int = 1, act_samples: int = 4) -> TableResult:
     t0 = time.time()
     probe = None

@@ -9,6 +9,7 @@ AWQ configuration (e.g. W3 g64 in Tables 2, 5, 8 and Figure 7) search it once an
 from __future__ import annotations
 
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,8 @@ class RunSettings:
     max_windows: int | None = 16
     eval_seqlen: int = 1024
     chunk_size: int = 4
+    # Calibration sequences in AWQ's scale-search loss (None = all): the CPU-time knob of the AWQ rows.
+    loss_samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_samples < 1 or self.seqlen < 2:
@@ -163,6 +166,8 @@ class Runner:
         """Quantize the (restored) model with ``cfg``; AWQ-only searches are cached and replayed."""
         calib_source = calib_source or s.calib
         n = n_samples or s.n_samples
+        if cfg.awq.loss_samples is not None and cfg.awq.loss_samples >= n:  # the loss sees every sequence anyway:
+            cfg = dataclasses.replace(cfg, awq=dataclasses.replace(cfg.awq, loss_samples=None))  # same search
         info: dict[str, Any] = {"calib": calib_source, "n_samples": n, "seqlen": s.seqlen}
         record = None
         rec_path = None
@@ -206,7 +211,10 @@ class Runner:
             write_json(merged, f)
 
     def _row_key(self, table: str, label: str, config: dict, s: RunSettings, sources: tuple[str, ...]) -> str:
-        return _key({"table": table, "label": label, "config": config, "settings": asdict(s),
+        settings = asdict(s)
+        if settings["loss_samples"] is None:  # keys of rows made before the field existed stay valid
+            del settings["loss_samples"]
+        return _key({"table": table, "label": label, "config": config, "settings": settings,
                      "model": self.model_label, "eval_sources": sources})
 
     def cached_row(self, table: str, label: str, config: dict[str, Any], s: RunSettings,
@@ -308,5 +316,8 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def quant_cfg(method: str, bits: int, group: int, s: RunSettings, awq: AWQConfig | None = None,
               extra: dict | None = None) -> QuantizeConfig:
-    return QuantizeConfig(method=method, w_bit=bits, group_size=group, awq=awq or AWQConfig(),
+    awq = awq or AWQConfig()
+    if s.loss_samples is not None:
+        awq = dataclasses.replace(awq, loss_samples=s.loss_samples)
+    return QuantizeConfig(method=method, w_bit=bits, group_size=group, awq=awq,
                           chunk_size=s.chunk_size, extra=dict(extra or {}))

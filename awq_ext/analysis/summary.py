@@ -120,7 +120,8 @@ def _fig7(d: dict) -> list[Claim]:
             return f"AWQ {p['awq'][k]:+.2f} vs GPTQ {p['gptq'][k]:+.2f}", p["awq"][k] < p["gptq"][k]
         out.append((f"cross-domain penalty AWQ < GPTQ ({k})", f))
     s = d["settings"]
-    n0, nd = min(s["sizes"]["awq"]), s["n_samples"]
+    both = sorted(set(s["sizes"]["awq"]) & set(s["sizes"]["gptq"]))
+    n0, nd = both[0], both[-1]  # smallest vs largest calibration set both methods ran
 
     def small():
         rows, src = d["rows"], s["calib"]
@@ -132,8 +133,32 @@ def _fig7(d: dict) -> list[Claim]:
     return out
 
 
+def _calib_budget(d: dict) -> list[Claim]:
+    rows = [r for r in d["rows"][1:] if not r.get("not_run") and r.get("ppl") is not None]
+    s = d["settings"]
+
+    def enough():
+        by = {(r["config"]["n_samples"], r["config"]["seqlen"]): r["ppl"] for r in rows
+              if "loss_samples" not in r["config"]}
+        ref, big = by[(s["n_samples"], s["seqlen"])], max(by, key=lambda k: k[0] * k[1])
+        return (f"{s['n_samples']} x {s['seqlen']}: {ref:.2f} vs {big[0]} x {big[1]}: {by[big]:.2f}",
+                ref <= by[big] * 1.05)
+
+    def linear():
+        per = [(r.get("search_seconds_original", r.get("quantize_seconds")))
+               / (r["config"]["n_samples"] * r["config"]["seqlen"]) * 1000 for r in rows
+               if "loss_samples" not in r["config"]]
+        if len(per) < 2:
+            raise KeyError("rows")
+        return f"{min(per):.1f}-{max(per):.1f} s per 1k tokens", max(per) <= 2.5 * min(per)
+
+    return [("the default calibration set is within 5% of the largest tried", enough),
+            ("search time roughly proportional to calibration tokens (per-token cost within 2.5x)", linear)]
+
+
 CHECKS: dict[str, Callable[[dict], list[Claim]]] = {
-    "table5": _table5, "table7": _table7, "table1": _table1, "table8": _table8, "table2": _table2, "fig7": _fig7,
+    "table5": _table5, "table7": _table7, "table1": _table1, "table8": _table8, "table2": _table2,
+    "calib_budget": _calib_budget, "fig7": _fig7,
 }
 
 

@@ -129,6 +129,24 @@ def clip_weight(w: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec) -> torc
     return torch.max(torch.min(wg, m), -m).reshape(n, k)
 
 
+def group_grams(x: torch.Tensor, g: int) -> torch.Tensor:
+    """Per-group second moments ``C[j] = X_j^T X_j / T`` (``[K/G, G, G]``) of inputs ``x`` ``[T, K]``."""
+    t, k = x.shape
+    xg = x.reshape(t, k // g, g).transpose(0, 1)  # [J, T, G]
+    return torch.bmm(xg.transpose(1, 2), xg) / t
+
+
+def group_output_errors(d: torch.Tensor, grams: torch.Tensor) -> torch.Tensor:
+    """Mean squared per-group output error ``E_t[(x_{t,j} . d_{n,j})^2] = d_{n,j}^T C_j d_{n,j}``.
+
+    ``d`` ``[N, K]`` is a weight error, ``grams`` from :func:`group_grams`; returns ``[N, K/G]``. The Gram form
+    costs N*K*G multiply-adds per call instead of T*N*K for the per-group partial products (T >> G).
+    """
+    j, g, _ = grams.shape
+    dg = d.reshape(d.shape[0], j, g).transpose(0, 1)  # [J, N, G]
+    return (torch.bmm(dg, grams) * dg).sum(-1).transpose(0, 1)  # [N, J]
+
+
 def _group_outputs(x: torch.Tensor, w: torch.Tensor, g: int) -> torch.Tensor:
     # Per-group partial products: out[t, n, j] = sum_{k in group j} x[t, k] w[n, k]  -> [T, N, K/G]
     t, k = x.shape
@@ -168,16 +186,22 @@ def search_clip(
     g = spec.effective_group(k)
     steps = max(1, int(max_shrink * n_grid))
     max_vals, err_before, err_after = [], 0.0, 0.0
+    # Gram form while a group is narrower than the token sample (the usual case); with no groups (G = K
+    # larger than T) the direct per-group products are cheaper.
+    grams = group_grams(x32, g) if g < x32.shape[0] else None
     for r0 in range(0, n, row_batch):
         wb = w32[r0 : r0 + row_batch]
-        org = _group_outputs(x32, wb, g)  # [T, B, J]
+        org = _group_outputs(x32, wb, g) if grams is None else None  # [T, B, J]
         org_max = wb.reshape(wb.shape[0], k // g, g).abs().amax(dim=-1)  # [B, J]
         best_err = torch.full_like(org_max, float("inf"))
         best_max = org_max.clone()
         for i in range(steps):
             m = org_max * (1 - i / n_grid)
             q = dequantize_clipped(wb, m, spec)
-            err = (_group_outputs(x32, q, g) - org).pow(2).mean(dim=0)  # [B, J]
+            if grams is None:
+                err = (_group_outputs(x32, q, g) - org).pow(2).mean(dim=0)  # [B, J]
+            else:
+                err = group_output_errors(q - wb, grams)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best_max = torch.where(better, m, best_max)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -46,6 +47,15 @@ def test_awq_record_cached_and_replayed(runner, settings):
     assert "replayed_record" not in info1 and "replayed_record" in info2
     assert info2["search_seconds_original"] > 0
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    runner.restore()
+    # A loss over at least every calibration sequence is the same search: it replays, not re-searches.
+    s_all = dataclasses.replace(settings, loss_samples=settings.n_samples)
+    _, info3 = runner.quantize(quant_cfg("awq", 3, 32, s_all), s_all)
+    assert "replayed_record" in info3
+    runner.restore()
+    s_half = dataclasses.replace(settings, loss_samples=1)
+    _, info4 = runner.quantize(quant_cfg("awq", 3, 32, s_half), s_half)
+    assert "replayed_record" not in info4
     runner.restore()
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from awq_ext.analysis import fig7, table1, table7
+from awq_ext.analysis import calib_budget, fig7, table1, table7
 
 
 def test_table1_structure(runner, settings, tmp_path):
@@ -20,6 +20,21 @@ def test_table7_awq_gptq_replays_awq_search(runner, settings):
     rows = {r["label"]: r for r in res.rows}
     assert "replayed_record" in rows["awq+gptq w2"] and "replayed_record" not in rows["awq w2"]
     assert all(r["ppl"] > 0 for r in res.rows)
+
+
+def test_calib_budget_rows_and_shared_records(runner, settings):
+    grid = ((1, 32, None), (2, 32, None), (2, 16, None), (2, 32, 1))
+    res = calib_budget.run(runner, settings, grid=grid)
+    rows = res.rows[1:]
+    assert [(r["config"]["n_samples"], r["config"]["seqlen"], r["config"].get("loss_samples")) for r in rows] \
+        == list(grid)
+    assert "(loss on 1)" in res.markdown_table
+    # Each row calibrates on its own n x seqlen tokens, all after the evaluation region.
+    assert all(r["calib_start"] >= settings.max_windows * settings.eval_seqlen for r in rows)
+    assert all(r["quantize_seconds"] > 0 and r["ppl"] > 0 for r in rows)
+    # A later experiment with the same AWQ search (same tokens) replays the record instead of searching.
+    replay = fig7.run(runner, settings, group=64, sizes={"awq": (2,), "gptq": (2,)})
+    assert "replayed_record" in next(r for r in replay.rows if r["label"] == "awq n2 pydoc")
 
 
 def test_license_text_is_deduplicated(tmp_path):
@@ -59,7 +74,7 @@ def test_summary_compares_directions(tmp_path):
          "settings": {"max_windows": 4, "eval_seqlen": 1024, "n_samples": 16, "seqlen": 512}}))
     write_summary(tmp_path)
     assert "| W4: AWQ < RTN | rows not run | not run |" in (tmp_path / "SUMMARY.md").read_text()
-    assert text.count("Not run.") == 5 and text.rstrip().endswith("why")
+    assert text.count("Not run.") == 6 and text.rstrip().endswith("why")
 
 
 def test_reproduce_refuses_bad_sizes_before_loading(capsys):
@@ -69,3 +84,17 @@ def test_reproduce_refuses_bad_sizes_before_loading(capsys):
     assert "--max-windows must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["table9"])
+
+
+@pytest.mark.slow
+def test_explain_measures_block_errors_on_three_texts(runner, settings):
+    from awq_ext.analysis import explain
+
+    res = explain.run(runner, settings, bits=(3,), group=32, methods=("rtn", "awq"))
+    by = {r["method"]: r for r in res.rows}
+    for r in by.values():
+        assert set(r["block_rel_error"]) == {"calibration", "pydoc", "licenses"}
+        assert all(e >= 0 for errs in r["block_rel_error"].values() for e in errs)
+    # On the planted-outlier model AWQ protects the salient channels: lower error than RTN on its own data.
+    assert by["awq"]["block_rel_error"]["calibration"][0] < by["rtn"]["block_rel_error"]["calibration"][0]
+    assert 0 < res.extra["outlier_share"]["mlp.down_proj"] <= 1

@@ -21,7 +21,7 @@ def _reference(a, b):
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 7, 9), (3, 576, 64), (17, 64, 24), (33, 1536, 40)])
-@pytest.mark.parametrize("backend", ["torch._int_mm", "float64-emulation"])
+@pytest.mark.parametrize("backend", ["torch._int_mm", "float32-exact"])
 def test_int8_matmul_exact_on_cpu(m, k, n, backend):
     if backend == "torch._int_mm" and not HAS_INT_MM:
         pytest.skip("this torch has no torch._int_mm")
@@ -30,6 +30,16 @@ def test_int8_matmul_exact_on_cpu(m, k, n, backend):
     out = int8_matmul(a, w.t(), backend=backend)
     assert out.dtype == torch.int32 and out.shape == (m, n)
     assert torch.equal(out, _reference(a, w.t()))
+
+
+@pytest.mark.parametrize("k", [1024, 1025, 4096])
+def test_float32_exact_backend_worst_case(k):
+    # -128 * -128 on every term: each 1024-term float32 partial sum reaches exactly 2^24 and must not round.
+    a = torch.full((2, k), -128, dtype=torch.int8)
+    b = torch.full((k, 3), -128, dtype=torch.int8)
+    assert int(int8_matmul(a, b, backend="float32-exact")[1, 2]) == 128 * 128 * k
+    a, b = _rand_int8(5, k, seed=3), _rand_int8(k, 7, seed=4)
+    assert torch.equal(int8_matmul(a, b, backend="float32-exact"), _reference(a, b))
 
 
 def test_int8_matmul_worst_case_accumulation_is_exact():
@@ -62,9 +72,9 @@ def test_int8_matmul_errors():
         int8_matmul(_rand_int8(2, 3), _rand_int8(4, 2))
     with pytest.raises(AWQInputError, match="backend"):
         int8_matmul(_rand_int8(2, 3), _rand_int8(3, 2), backend="magic")
-    assert int_mm_backend("meta") == "float64-emulation"
-    if HAS_INT_MM:
-        assert int_mm_backend("cpu") == "torch._int_mm"
+    assert int_mm_backend("meta") == "float32-exact"
+    if HAS_INT_MM:  # torch's CPU kernel only where the CPU has int8 dot products; else the exact fp32 path
+        assert int_mm_backend("cpu") == ("torch._int_mm" if w8a8_nn.cpu_has_int8_dot() else "float32-exact")
     with pytest.raises(AWQInputError, match="overflow"):
         W8A8Linear(MAX_K + 1, 4)
 
@@ -86,7 +96,11 @@ def _float_reference(mod: W8A8Linear, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_w8a8_linear_matches_dequantized_reference(mode, bias, monkeypatch):
+@pytest.mark.parametrize("backend", ["torch._int_mm", "float32-exact"])
+def test_w8a8_linear_matches_dequantized_reference(mode, bias, backend, monkeypatch):
+    if backend == "torch._int_mm" and not HAS_INT_MM:
+        pytest.skip("this torch has no torch._int_mm")
+    monkeypatch.setattr(w8a8_nn, "int_mm_backend", lambda device: backend)  # whatever this CPU would pick
     lin = _linear(bias=bias)
     g = torch.Generator().manual_seed(6)
     x = torch.randn(2, 19, 96, generator=g)
@@ -101,7 +115,8 @@ def test_w8a8_linear_matches_dequantized_reference(mode, bias, monkeypatch):
     ref = _float_reference(mod, x)
     assert float((y - ref).norm() / ref.norm()) < 1e-5
     if HAS_INT_MM:
-        assert calls == [torch.Size([38, 96])]  # the real INT8 matmul ran, once, on all tokens
+        # the real INT8 matmul ran, once, on all tokens (and not at all on the float32-exact path)
+        assert calls == ([torch.Size([38, 96])] if backend == "torch._int_mm" else [])
     # and INT8 W8A8 is close to the float layer (per-tensor static suffers most from the outlier channel)
     with torch.no_grad():
         ref_fp = lin(x)
@@ -113,7 +128,7 @@ def test_w8a8_linear_emulation_backend_matches(monkeypatch):
     x = torch.randn(5, 96)
     mod = W8A8Linear.from_linear(lin, "dynamic")
     y = mod(x)
-    monkeypatch.setattr(w8a8_nn, "int_mm_backend", lambda device: "float64-emulation")
+    monkeypatch.setattr(w8a8_nn, "int_mm_backend", lambda device: "float32-exact")
     torch.testing.assert_close(mod(x), y, rtol=0, atol=0)
 
 

@@ -64,7 +64,7 @@ def test_scaling_protects_salient_channel():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4]), group=st.sampled_from([32, 64]),
+@given(seed=st.integers(0, 10_000), bits=st.sampled_from([2, 3, 4]), group=st.sampled_from([32, 64, -1]),
        outlier=st.floats(1.0, 20.0))
 def test_clip_never_raises_layer_output_error(seed, bits, group, outlier):
     g = torch.Generator().manual_seed(seed)
@@ -79,6 +79,16 @@ def test_clip_never_raises_layer_output_error(seed, bits, group, outlier):
     assert after <= before * (1 + 1e-5) + 1e-9
     assert abs(res.error_before - before) <= 1e-4 * max(before, 1e-6)
     assert res.error_after <= res.error_before
+
+
+def test_gram_group_errors_match_direct_products():
+    from awq_ext.quant.awq import _group_outputs, group_grams, group_output_errors
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 96, generator=g, dtype=torch.float64)
+    d = torch.randn(7, 96, generator=g, dtype=torch.float64)
+    direct = _group_outputs(x, d, 32).pow(2).mean(dim=0)  # [N, J] from the per-group partial products
+    assert torch.allclose(group_output_errors(d, group_grams(x, 32)), direct, rtol=1e-10, atol=0)
 
 
 def test_clip_bounds_are_within_group_max():
