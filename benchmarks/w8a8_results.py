@@ -135,7 +135,9 @@ def write_markdown(res: dict, path: Path) -> None:
              f"{meta['n_samples']} x {meta['seqlen']} tokens after the eval region. torch {meta['torch']}, "
              f"{meta['threads']} threads, commit {meta['commit']}. fp32 ppl: {_fmt(runs.get('fp32'))}.", "",
              "W8A8 = INT8 weights (symmetric, per output channel) x INT8 activations (symmetric; per-tensor "
-             "static scale = calibrated max|X|/127, or per-token dynamic), executed with `torch._int_mm`. "
+             "static scale = calibrated max|X|/127, or per-token dynamic), multiplied as exact integers "
+             f"(`{(res.get('speed') or {}).get('backend', 'torch._int_mm')}` on this CPU: `torch._int_mm` where "
+             "the CPU has int8 dot-product instructions, else the exact float32 path). "
              "Every linear inside the decoder blocks (q/k/v/o, gate/up/down) is W8A8; `lm_head`, embeddings "
              "and norms stay float. Equalization groups: input_layernorm -> q/k/v, post_attention_layernorm "
              "-> gate/up, up_proj -> down_proj (v_proj -> o_proj is skipped: GQA widths differ).", "",
