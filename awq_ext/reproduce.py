@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             raise AWQInputError(f"--max-windows must be >= 1, got {args.max_windows}")
         if args.n_samples < 1 or args.seqlen < 2:
             raise AWQInputError(f"--n-samples must be >= 1 and --seqlen >= 2, got {args.n_samples}, {args.seqlen}")
+        if args.loss_samples is not None and args.loss_samples < 1:
+            raise AWQInputError(f"--loss-samples must be >= 1, got {args.loss_samples}")
         if args.cached_only and args.no_cache:
             raise AWQInputError("--cached-only renders the cache; it cannot be combined with --no-cache")
         runner = Runner.load(args.model, args.out, progress=args.progress, use_cache=not args.no_cache)

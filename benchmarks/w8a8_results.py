@@ -17,13 +17,15 @@ import platform
 import statistics
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from awq_ext.config import AWQConfig
 from awq_ext.jobs import JobOptions, TextCache, run_job, write_json
-from awq_ext.models.loading import load_model
+from awq_ext.models.loading import load_model, model_label
 from awq_ext.nn.w8a8 import W8A8Linear, cpu_has_int8_dot, int8_matmul, int_mm_backend
 from awq_ext.quant.w8a8 import quantize_act_per_token, quantize_weight_int8
 from awq_ext.w8a8 import run_w8a8
@@ -42,7 +44,8 @@ def speed_benchmark(m: int = 1024, k: int = 576, n: int = 1536, reps: int = 30) 
     qw, _ = quantize_weight_int8(lin.weight.data)
     cases = {
         "fp32_linear": lambda: F.linear(x, lin.weight, lin.bias),
-        "int8_matmul torch._int_mm": lambda: int8_matmul(xq, qw.t(), backend="torch._int_mm"),
+        **({"int8_matmul torch._int_mm": lambda: int8_matmul(xq, qw.t(), backend="torch._int_mm")}
+           if hasattr(torch, "_int_mm") else {}),
         "int8_matmul float32-exact": lambda: int8_matmul(xq, qw.t(), backend="float32-exact"),
         f"w8a8_linear_dynamic ({int_mm_backend('cpu')})": lambda: mod(x),
     }
@@ -94,10 +97,15 @@ def core_row_from(path: Path, method: str, bits: int, args: argparse.Namespace) 
     rows = json.loads(path.read_text())["rows"]
     for r in rows:
         if r.get("method") == method and r.get("bits") == bits and r.get("group_size") == 64:
-            want = {"eval windows": (r["eval"]["max_windows"], args.max_windows)}
-            if r.get("calib"):  # RTN uses no calibration data
-                want.update({"calibration n_samples": (r["calib"]["n_samples"], args.n_samples),
-                             "calibration seqlen": (r["calib"]["seqlen"], args.seqlen)})
+            ev, cal = r.get("eval") or {}, r.get("calib") or {}
+            want = {"eval windows": (ev.get("max_windows"), args.max_windows),
+                    "eval source": (ev.get("source"), "pydoc"), "eval seqlen": (ev.get("seqlen"), 1024),
+                    "model": (r.get("model"), model_label(None))}
+            if method == "awq":  # same calibration tokens and the default search, as this script would run
+                want.update({"calibration n_samples": (cal.get("n_samples"), args.n_samples),
+                             "calibration seqlen": (cal.get("seqlen"), args.seqlen),
+                             "calibration source": (cal.get("source"), "pydoc"),
+                             "AWQ search config": ((r.get("config") or {}).get("awq"), asdict(AWQConfig()))})
             bad = {k: v for k, v in want.items() if v[0] != v[1]}
             if bad:
                 raise SystemExit(f"{path}: {method} W{bits} row differs from this run in " +

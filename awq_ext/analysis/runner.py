@@ -48,6 +48,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.n_samples < 1 or self.seqlen < 2:
             raise AWQInputError(f"need n_samples >= 1 and seqlen >= 2, got {self.n_samples} x {self.seqlen}")
+        if self.loss_samples is not None and self.loss_samples < 1:
+            raise AWQInputError(f"loss_samples must be >= 1 (or None for all), got {self.loss_samples}")
         if self.max_windows is not None and self.max_windows < 1:
             raise AWQInputError(f"max_windows must be >= 1 (or None for all), got {self.max_windows}")
 

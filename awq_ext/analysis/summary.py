@@ -121,9 +121,11 @@ def _fig7(d: dict) -> list[Claim]:
         out.append((f"cross-domain penalty AWQ < GPTQ ({k})", f))
     s = d["settings"]
     both = sorted(set(s["sizes"]["awq"]) & set(s["sizes"]["gptq"]))
-    n0, nd = both[0], both[-1]  # smallest vs largest calibration set both methods ran
 
     def small():
+        if len(both) < 2:
+            raise KeyError("fewer than two calibration sizes shared by AWQ and GPTQ")
+        n0, nd = both[0], both[-1]  # smallest vs largest calibration set both methods ran
         rows, src = d["rows"], s["calib"]
         da = _ppl(rows, f"awq n{n0} pydoc", src) - _ppl(rows, f"awq n{nd} pydoc", src)
         dg = _ppl(rows, f"gptq n{n0} pydoc", src) - _ppl(rows, f"gptq n{nd} pydoc", src)
@@ -140,7 +142,11 @@ def _calib_budget(d: dict) -> list[Claim]:
     def enough():
         by = {(r["config"]["n_samples"], r["config"]["seqlen"]): r["ppl"] for r in rows
               if "loss_samples" not in r["config"]}
-        ref, small = by[(s["n_samples"], s["seqlen"])], min(by, key=lambda k: (k[0] * k[1], -k[1]))
+        ref = by[(s["n_samples"], s["seqlen"])]
+        others = [k for k in by if k != (s["n_samples"], s["seqlen"])]
+        if not others:
+            raise KeyError("no calibration set besides the default")
+        small = min(others, key=lambda k: (k[0] * k[1], -k[1]))
         return (f"{small[0]} x {small[1]}: {by[small]:.2f} vs {s['n_samples']} x {s['seqlen']}: {ref:.2f}",
                 by[small] <= ref * 1.05)
 

@@ -45,7 +45,7 @@ from awq_ext.quant.w8a8 import (
     static_act_scale,
 )
 
-MAX_K = (2**31 - 1) // (INT8_QMAX * INT8_QMAX)
+MAX_K = (2**31 - 1) // (128 * 128)  # int8 operands may hold -128, so |product| <= 2^14
 _CUDA_MIN_M = 17
 _CUDA_MULTIPLE = 8
 
@@ -87,8 +87,9 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) ->
     """Exact ``a @ b`` for int8 ``a`` ``[M, K]`` and ``b`` ``[K, N]`` as int32 ``[M, N]``.
 
     ``b`` may be a transposed view of a contiguous ``[N, K]`` weight (the column-major layout cuBLASLt
-    wants); it is not copied on CPU or when no padding is needed. ``backend`` forces a path
-    (``"torch._int_mm"`` or ``"float64-emulation"``); default: :func:`int_mm_backend` of the device.
+    wants); ``torch._int_mm`` does not copy it on CPU or when no padding is needed (the float32-exact path
+    converts one K chunk at a time). ``backend`` forces a path (``"torch._int_mm"`` or ``"float32-exact"``);
+    default: :func:`int_mm_backend` of the device.
     """
     if a.dtype != torch.int8 or b.dtype != torch.int8:
         raise AWQInputError(f"int8_matmul: both operands must be int8, got {a.dtype} and {b.dtype}")

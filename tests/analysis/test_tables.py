@@ -82,6 +82,8 @@ def test_reproduce_refuses_bad_sizes_before_loading(capsys):
 
     assert main(["table1", "--max-windows", "0"]) == 2
     assert "--max-windows must be >= 1" in capsys.readouterr().err
+    assert main(["table8", "--loss-samples", "0"]) == 2
+    assert "--loss-samples must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["table9"])
 

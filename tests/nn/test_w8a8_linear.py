@@ -42,6 +42,13 @@ def test_float32_exact_backend_worst_case(k):
     assert torch.equal(int8_matmul(a, b, backend="float32-exact"), _reference(a, b))
 
 
+def test_float32_exact_backend_odd_sum_above_2_24():
+    # 1025 * 128^2 + 1 = 16,793,601: odd and above 2^24, so one unchunked float32 sum would round it.
+    a = torch.tensor([[-128] * 1025 + [1]], dtype=torch.int8)
+    b = a.t().contiguous()
+    assert int(int8_matmul(a, b, backend="float32-exact")[0, 0]) == 1025 * 128 * 128 + 1
+
+
 def test_int8_matmul_worst_case_accumulation_is_exact():
     k = 4096
     a = torch.full((2, k), -127, dtype=torch.int8)
@@ -127,6 +134,9 @@ def test_w8a8_linear_emulation_backend_matches(monkeypatch):
     lin = _linear()
     x = torch.randn(5, 96)
     mod = W8A8Linear.from_linear(lin, "dynamic")
+    if not HAS_INT_MM:
+        pytest.skip("this torch has no torch._int_mm")
+    monkeypatch.setattr(w8a8_nn, "int_mm_backend", lambda device: "torch._int_mm")
     y = mod(x)
     monkeypatch.setattr(w8a8_nn, "int_mm_backend", lambda device: "float32-exact")
     torch.testing.assert_close(mod(x), y, rtol=0, atol=0)
