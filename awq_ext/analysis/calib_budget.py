@@ -12,7 +12,7 @@ import dataclasses
 import os
 import time
 
-from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg
+from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg, search_seconds
 
 PAPER = ("AWQ only measures average activation magnitudes, so a small calibration set suffices (the paper "
          "uses 128 x 512 Pile tokens and shows 16 sequences already give good INT3 perplexity, Fig. 7a); the "
@@ -43,16 +43,11 @@ def run(runner: Runner, s: RunSettings, bits: int = 3, group: int = 64,
             label += f" loss{loss_samples}"
         rows.append(runner.row("calib_budget", label, cfg, s, apply))
 
-    def search_s(r: dict) -> float | None:
-        if r.get("not_run"):
-            return None
-        return r.get("search_seconds_original", r.get("quantize_seconds"))
-
     ref = next((r for r in rows[1:] if r["config"]["n_samples"] == s.n_samples and r["config"]["seqlen"] == s.seqlen
                 and "loss_samples" not in r["config"] and r.get("ppl") is not None), None)
     body = []
     for r in rows[1:]:
-        c, sec, p = r["config"], search_s(r), r.get("ppl")
+        c, sec, p = r["config"], search_seconds(r), r.get("ppl")
         tokens = c["n_samples"] * c["seqlen"]
         delta = "-" if ref is None or p is None else f"{p - ref['ppl']:+.2f}"
         shape = f"{c['n_samples']} x {c['seqlen']}"

@@ -300,6 +300,13 @@ class TableResult:
         return {"markdown": str(out / f"{self.name}.md"), "json": str(out / f"{self.name}.json")}
 
 
+def search_seconds(row: dict) -> float | None:
+    """A row's quantize/search wall time; for a replayed AWQ search, the time of the search that made it."""
+    if row.get("not_run"):
+        return None
+    return row.get("search_seconds_original", row.get("quantize_seconds"))
+
+
 def fmt_ppl(x: float | None) -> str:
     if x is None:
         return "-"

@@ -136,12 +136,15 @@ def _fig7(d: dict) -> list[Claim]:
 
 
 def _calib_budget(d: dict) -> list[Claim]:
-    rows = [r for r in d["rows"][1:] if not r.get("not_run") and r.get("ppl") is not None]
+    from awq_ext.analysis.runner import search_seconds  # here: the runner imports torch, the summary need not
+
+    # Rows whose loss saw every calibration sequence (the loss-subsampled rows answer another question).
+    rows = [r for r in d["rows"][1:] if not r.get("not_run") and r.get("ppl") is not None
+            and "loss_samples" not in r["config"]]
     s = d["settings"]
 
     def enough():
-        by = {(r["config"]["n_samples"], r["config"]["seqlen"]): r["ppl"] for r in rows
-              if "loss_samples" not in r["config"]}
+        by = {(r["config"]["n_samples"], r["config"]["seqlen"]): r["ppl"] for r in rows}
         ref = by[(s["n_samples"], s["seqlen"])]
         others = [k for k in by if k != (s["n_samples"], s["seqlen"])]
         if not others:
@@ -151,9 +154,7 @@ def _calib_budget(d: dict) -> list[Claim]:
                 by[small] <= ref * 1.05)
 
     def linear():
-        per = [(r.get("search_seconds_original", r.get("quantize_seconds")))
-               / (r["config"]["n_samples"] * r["config"]["seqlen"]) * 1000 for r in rows
-               if "loss_samples" not in r["config"]]
+        per = [search_seconds(r) / (r["config"]["n_samples"] * r["config"]["seqlen"]) * 1000 for r in rows]
         if len(per) < 2:
             raise KeyError("rows")
         return f"{min(per):.1f}-{max(per):.1f} s per 1k tokens", max(per) <= 2.5 * min(per)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg
+from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg, search_seconds
 
 PAPER = ("AWQ beats RTN everywhere and matches or beats GPTQ and GPTQ-R (act-order) at INT3-g128 and "
          "INT4-g128 on LLaMA / Llama-2 (e.g. LLaMA-7B INT3: RTN 7.01, GPTQ 8.81, GPTQ-R 6.53, AWQ 6.35).")
@@ -41,5 +41,5 @@ def run(runner: Runner, s: RunSettings, bits: tuple[int, ...] = (4, 3), group: i
 
 
 def _qsec(row: dict) -> str:
-    sec = row.get("search_seconds_original", row.get("quantize_seconds"))
+    sec = search_seconds(row)
     return "-" if sec is None else f"{sec:.0f}"
