@@ -32,6 +32,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=int, default=16,
                    help="evaluate the first N windows (default 16 = Protocol P); 0 = all")
     p.add_argument("--eval-seqlen", type=int, default=1024, help="evaluation window length (tokens)")
+    p.add_argument("--tasks", default="", metavar="T1,T2",
+                   help="lm-eval zero-shot tasks to run on the final model, comma-separated (e.g. piqa,arc_easy); "
+                        "needs awq_ext[eval] and the tasks' datasets (Hugging Face hub or a local cache)")
+    p.add_argument("--tasks-limit", type=int, default=None, metavar="N", help="documents per zero-shot task")
+    p.add_argument("--tasks-path", default=None, metavar="DIR",
+                   help="directory of extra lm-eval task YAMLs (e.g. tasks defined on local files)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -129,8 +135,21 @@ def _options(a: argparse.Namespace, method: str, w_bit: int) -> JobOptions:
         eval=None if a.eval == "none" else a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
         awq=AWQConfig(scale_mode=a.scale_mode, n_grid=a.n_grid, clip=a.clip, loss_samples=a.loss_samples),
         propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, extra=_extra(a, method),
-        progress=not a.no_progress,
+        progress=not a.no_progress, **_task_options(a),
     )
+
+
+def _task_options(a: argparse.Namespace) -> dict:
+    if a.tasks_limit is not None and a.tasks_limit < 1:
+        raise AWQInputError(f"--tasks-limit must be >= 1, got {a.tasks_limit}")
+    return {"tasks": tuple(t.strip() for t in a.tasks.split(",") if t.strip()), "tasks_limit": a.tasks_limit,
+            "tasks_path": a.tasks_path}
+
+
+def _print_zero_shot(res: dict) -> None:
+    for task, metrics in res.get("zero_shot", {}).items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("acc"))
+        print(f"  {task}: {shown or metrics}")
 
 
 def _cmd_quantize(a: argparse.Namespace) -> dict:
@@ -145,16 +164,18 @@ def _cmd_quantize(a: argparse.Namespace) -> dict:
     print(line + f"; peak RSS {res['peak_rss_mb']:.0f} MiB")
     if "checkpoint" in res:
         print(f"saved {res['checkpoint']['dir']}: {res['checkpoint']['size']}")
+    _print_zero_shot(res)
     return res
 
 
 def _cmd_eval(a: argparse.Namespace) -> dict:
     opts = JobOptions(eval=a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
-                      progress=not a.no_progress)
+                      progress=not a.no_progress, **_task_options(a))
     if opts.eval == "none":
         raise AWQInputError("eval needs a text source: --eval pydoc, a file, or a dataset name")
     res = run_eval(a.model, opts)
     print(f"{res['model']}: ppl {res['ppl']:.3f} on {res['eval_tokens']} tokens of {a.eval}")
+    _print_zero_shot(res)
     return res
 
 
@@ -182,6 +203,7 @@ def _cmd_compare(a: argparse.Namespace) -> dict:
         res = _run(opts, model=model, tokenizer=tok, texts=texts)
         rows.append(res)
         print(f"  {method} {'w%d' % bits if bits else ''}: ppl {res.get('ppl', float('nan')):.3f}", flush=True)
+        _print_zero_shot(res)
     table = format_table(rows)
     print(table)
     return {"rows": rows, "table": table}
@@ -222,4 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(a, "json", None):
         write_json(res, a.json)
         print(f"wrote {a.json}")
-    return 0
+    # Zero-shot tasks whose data was unreachable: the other results are out; the run still failed.
+    errors = {r["zero_shot_error"] for r in res.get("rows", [res]) if r.get("zero_shot_error")}
+    for e in sorted(errors):
+        print(f"error: {e}", file=sys.stderr)
+    return 2 if errors else 0

