@@ -13,7 +13,7 @@ from typing import Sequence
 from awq_ext.calibrate import METHODS
 from awq_ext.config import AWQConfig
 from awq_ext.errors import AWQInputError, CheckpointError, KernelUnavailableError, OfflineError
-from awq_ext.jobs import FLOAT_METHOD, JobOptions, TextCache, run_eval, run_job, write_json
+from awq_ext.jobs import FLOAT_METHOD, JobOptions, TextCache, check_zero_shot, run_eval, run_job, write_json
 from awq_ext.quant.awq import SCALE_MODES
 from awq_ext.w8a8 import W8A8_METHODS, run_w8a8
 
@@ -191,6 +191,7 @@ def format_table(rows: list[dict]) -> str:
 def _cmd_compare(a: argparse.Namespace) -> dict:
     from awq_ext.models.loading import load_model
 
+    check_zero_shot(_options(a, a.methods[0], a.w_bits[0]))  # refuse bad --tasks before loading anything
     model, tok = load_model(a.model)
     pristine = copy.deepcopy(model.state_dict())  # every run starts from the same float weights
     texts = TextCache(tok)

@@ -54,6 +54,13 @@ class RunSettings:
             raise AWQInputError(f"max_windows must be >= 1 (or None for all), got {self.max_windows}")
 
 
+def _same_search(cfg: QuantizeConfig, n: int) -> QuantizeConfig:
+    """A loss over at least all ``n`` sequences is the loss over all of them: one config, one record."""
+    if cfg.awq.loss_samples is not None and cfg.awq.loss_samples >= n:
+        return dataclasses.replace(cfg, awq=dataclasses.replace(cfg.awq, loss_samples=None))
+    return cfg
+
+
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -163,24 +170,35 @@ class Runner:
         return {k: (v / counts[k]).cpu() for k, v in sums.items()}
 
     # -- quantization ------------------------------------------------------------------------------
+    def record_path(self, cfg: QuantizeConfig, s: RunSettings, calib_source: str | None = None,
+                    n_samples: int | None = None) -> Path | None:
+        """Where the AWQ search of ``cfg`` on these calibration tokens is cached (None: no AWQ search).
+
+        Same calibration tokens + same search config = same record, whatever the evaluation or the quantizer
+        after it: AWQ+GPTQ replays the AWQ search (as the reference applies AWQ, then GPTQ).
+        """
+        if get_method(cfg.method).transform != "awq":
+            return None
+        calib_source = calib_source or s.calib
+        n = n_samples or s.n_samples
+        cfg = _same_search(cfg, n)
+        start = self.calib_range(s, calib_source, n)[1]
+        key = _key({"model": self.model_label, "cfg": {**cfg.to_dict(), "method": "awq", "extra": {}},
+                    "calib": calib_source, "n": n, "seqlen": s.seqlen, "start": start})
+        return self.out / "cache" / "records" / f"awq_{key}.safetensors"
+
     def quantize(self, cfg: QuantizeConfig, s: RunSettings, calib_source: str | None = None,
                  n_samples: int | None = None) -> tuple[QuantizationResult, dict[str, Any]]:
         """Quantize the (restored) model with ``cfg``; AWQ-only searches are cached and replayed."""
         calib_source = calib_source or s.calib
         n = n_samples or s.n_samples
-        if cfg.awq.loss_samples is not None and cfg.awq.loss_samples >= n:  # the loss sees every sequence anyway:
-            cfg = dataclasses.replace(cfg, awq=dataclasses.replace(cfg.awq, loss_samples=None))  # same search
+        cfg = _same_search(cfg, n)
         info: dict[str, Any] = {"calib": calib_source, "n_samples": n, "seqlen": s.seqlen}
         record = None
-        rec_path = None
         calib, start = (None, None) if cfg.method == "rtn" else self.calib_range(s, calib_source, n)
         info["calib_start"] = start
-        if get_method(cfg.method).transform == "awq":
-            # Same calibration tokens + same search config = same record, whatever the evaluation or the
-            # quantizer after it: AWQ+GPTQ replays the AWQ search (as the reference applies AWQ, then GPTQ).
-            key = _key({"model": self.model_label, "cfg": {**cfg.to_dict(), "method": "awq", "extra": {}},
-                        "calib": calib_source, "n": n, "seqlen": s.seqlen, "start": start})
-            rec_path = self.out / "cache" / "records" / f"awq_{key}.safetensors"
+        rec_path = self.record_path(cfg, s, calib_source, n)
+        if rec_path is not None:
             if self.use_cache and rec_path.is_file():
                 record = SearchRecord.load(rec_path)
                 info["replayed_record"] = rec_path.name

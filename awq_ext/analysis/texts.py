@@ -18,6 +18,7 @@ from pathlib import Path
 from awq_ext.errors import AWQInputError
 
 _NAMES = ("LICENSE", "LICENCE", "COPYING", "NOTICE")
+_NOT_TEXT = (".PY", ".PYC", ".PYI", ".YAML", ".YML", ".JSON", ".HTML", ".SO")
 
 
 @dataclass
@@ -33,7 +34,10 @@ def _license_files() -> list[tuple[str, str]]:
     for dist in sorted(md.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
         for f in sorted(dist.files or [], key=str):
             up = f.name.upper()
-            if any(k in up for k in _NAMES) and not up.endswith((".PY", ".PYC", ".PYI")):
+            # A license file: named LICENSE*, COPYING*..., or inside a licenses/ folder (e.g. pandas'
+            # LICENSES/NUMPY_LICENSE) - not any file whose name mentions one (lm-eval's *_license.yaml tasks).
+            named = up.startswith(_NAMES) or any(p.upper() in ("LICENSES", "LICENCES") for p in f.parts[:-1])
+            if named and any(k in up for k in _NAMES) and not up.endswith(_NOT_TEXT):
                 try:
                     text = f.read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError, ValueError):

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from awq_ext.analysis import calib_budget, fig7, table1, table7
+from awq_ext.analysis.runner import quant_cfg
+
+from awq_ext.analysis import calib_budget, fig7, table1, table2, table5, table7, table8
 
 
 def test_table1_structure(runner, settings, tmp_path):
@@ -20,6 +22,65 @@ def test_table7_awq_gptq_replays_awq_search(runner, settings):
     rows = {r["label"]: r for r in res.rows}
     assert "replayed_record" in rows["awq+gptq w2"] and "replayed_record" not in rows["awq w2"]
     assert all(r["ppl"] > 0 for r in res.rows)
+
+
+def test_table2_reports_search_losses(runner, settings):
+    res = table2.run(runner, settings, group=32, factors=(2.0,))
+    losses = res.extra["search_loss_ratio"]
+    assert set(losses) == {label for label, _, _ in table2.SEARCHED}
+    # s = 1 is always a candidate, so a searched loss never exceeds round-to-nearest's.
+    assert all(0 <= x <= 1 + 1e-6 for per_op in losses.values() for x in per_op.values())
+    # One comparison per scaling group both searches saw: 1 block x 3 groups (q/k/v, gate/up, down).
+    counts = res.extra["duo_below_act"]
+    assert sum(tot for _, tot in counts.values()) == len(losses["s_X only"]) == 3
+    assert sum(n for n, _ in counts.values()) == sum(
+        losses["s_X & s_W"][op] < losses["s_X only"][op] for op in losses["s_X only"])
+    assert "Scale-search loss" in res.markdown_table
+
+
+def test_search_loss_ratios_by_op_kind():
+    import torch
+
+    from awq_ext.calibrate import SearchRecord
+    from awq_ext.calibrate.records import ScaleEntry
+
+    rec = SearchRecord()
+    for i, (loss, ident) in enumerate(((1.0, 4.0), (3.0, 6.0))):
+        op = f"model.layers.{i}.input_layernorm"
+        rec.scales[op] = ScaleEntry(op, [], torch.ones(4), loss=loss, identity_loss=ident)
+    rec.scales["model.layers.0.up_proj"] = ScaleEntry("model.layers.0.up_proj", [], torch.ones(4), loss=1.0,
+                                                      identity_loss=0.0)  # a dead group has no ratio
+    assert table2.search_loss_ratios(rec) == {"model.layers.0.input_layernorm": 0.25,
+                                              "model.layers.1.input_layernorm": 0.5}
+
+
+def test_table8_scale_only_column_searches_without_clipping(runner, settings):
+    from awq_ext.calibrate import SearchRecord
+    from awq_ext.config import AWQConfig
+
+    res = table8.run(runner, settings, groups=(32, -1))
+    labels = [r["label"] for r in res.rows]
+    assert labels == ["fp32"] + [f"{m} g{g}" for g in (32, -1) for m in table8.METHODS]
+    assert "AWQ scale only" in res.markdown_table
+    for g in (32, -1):
+        full = SearchRecord.load(runner.record_path(quant_cfg("awq", 3, g, settings), settings))
+        scale_only = SearchRecord.load(runner.record_path(
+            quant_cfg("awq", 3, g, settings, awq=AWQConfig(clip=False)), settings))
+        assert full.clips and not scale_only.clips
+        assert set(full.scales) == set(scale_only.scales)
+
+
+def test_table5_awq_gptq_replays_the_awq_search(runner, settings):
+    res = table5.run(runner, settings, bits=(3,), group=32)
+    rows = {r["label"]: r for r in res.rows}
+    rec = runner.record_path(quant_cfg("awq", 3, 32, settings), settings)
+    assert rows["awq+gptq w3"]["replayed_record"] == rec.name and "replayed_record" not in rows["awq w3"]
+    assert runner.record_path(quant_cfg("gptq", 3, 32, settings), settings) is None
+    assert "AWQ + GPTQ" in res.markdown_table and all(r["ppl"] > 0 for r in res.rows)
+    # Its time is the replayed search's plus its own GPTQ pass.
+    r = rows["awq+gptq w3"]
+    assert table5._qsec(r) == f"{r['quantize_seconds'] + r['search_seconds_original']:.0f}"
+    assert table5._qsec(rows["awq w3"]) == f"{rows['awq w3']['quantize_seconds']:.0f}"
 
 
 def test_calib_budget_rows_and_shared_records(runner, settings):
@@ -43,6 +104,7 @@ def test_license_text_is_deduplicated(tmp_path):
     b = build_license_text(tmp_path / "lic.txt", min_chars=1000)
     paras = [" ".join(p.split()) for p in (tmp_path / "lic.txt").read_text().split("\n\n")]
     assert len(paras) == len(set(paras)) and b.chars > 1000 and b.files
+    assert not any(f.lower().endswith((".yaml", ".py")) for f in b.files)  # license texts, not code or configs
 
 
 @pytest.mark.slow

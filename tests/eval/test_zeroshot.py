@@ -97,6 +97,9 @@ def test_zero_shot_refuses_unknown_task_and_missing_data(byte_tokenizer, task_di
         check_tasks(["awq_ext_tiny_mk"], include_path=task_dir)
     with pytest.raises(AWQInputError, match="no zero-shot task"):
         check_tasks([" "])
+    with pytest.raises(AWQInputError, match="task directory .* does not exist"):
+        check_tasks([TASK], include_path=task_dir / "nope")
+    assert check_tasks(f"{TASK}, ", include_path=task_dir)[0] == [TASK]  # one comma-separated string
     (task_dir / "data.jsonl").rename(task_dir / "moved.jsonl")  # the task's data is gone
     try:
         monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
