@@ -319,10 +319,20 @@ class TableResult:
 
 
 def search_seconds(row: dict) -> float | None:
-    """A row's quantize/search wall time; for a replayed AWQ search, the time of the search that made it."""
+    """A row's quantize/search wall time. For a replayed AWQ search: the time of the search that made it,
+    plus, for AWQ+GPTQ, the row's own GPTQ pass (for AWQ alone the row's own time is just the replay)."""
     if row.get("not_run"):
         return None
-    return row.get("search_seconds_original", row.get("quantize_seconds"))
+    if "search_seconds_original" not in row:
+        return row.get("quantize_seconds")
+    own = row.get("quantize_seconds", 0.0) if row.get("config", {}).get("method") == "awq+gptq" else 0.0
+    return row["search_seconds_original"] + own
+
+
+def fmt_seconds(row: dict) -> str:
+    """:func:`search_seconds` for a table cell ("-" for a row not run)."""
+    sec = search_seconds(row)
+    return "-" if sec is None else f"{sec:.0f}"
 
 
 def fmt_ppl(x: float | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg
+from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, fmt_seconds, md_table, quant_cfg
 from awq_ext.analysis.salient import rtn_all, scale_salient
 from awq_ext.calibrate import SearchRecord
 from awq_ext.config import AWQConfig
@@ -44,7 +44,7 @@ def run(runner: Runner, s: RunSettings, bits: int = 3, group: int = 64, frac: fl
     header = ["FP32", f"RTN W{bits} g{group}"] + [f"x{f:g}" for f in factors] + [lab for lab, _, _ in SEARCHED]
     body = [["ppl", *[fmt_ppl(r["ppl"]) for r in rows]],
             ["search s", "-", "-", *["-"] * len(factors),
-             *[f"{r.get('search_seconds_original', r.get('quantize_seconds', 0.0)):.0f}" for r in rows[-len(SEARCHED):]]]]
+             *[fmt_seconds(r) for r in rows[-len(SEARCHED):]]]]
     notes = [
         f"Heuristic: the {frac * 100:g} % input channels with the largest mean |x| (float model, calibration set) "
         "of each AWQ scaling group are multiplied by the factor, folded exactly into the previous op, then RTN; "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg, search_seconds
+from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, fmt_seconds, md_table, quant_cfg
 
 PAPER = ("AWQ beats RTN everywhere and matches or beats GPTQ and GPTQ-R (act-order) at INT3-g128 and "
          "INT4-g128 on LLaMA / Llama-2 (e.g. LLaMA-7B INT3: RTN 7.01, GPTQ 8.81, GPTQ-R 6.53, AWQ 6.35).")
@@ -43,8 +43,4 @@ def run(runner: Runner, s: RunSettings, bits: tuple[int, ...] = (4, 3), group: i
                        md_table(header, body), notes, time.time() - t0)
 
 
-def _qsec(row: dict) -> str:
-    sec = search_seconds(row)
-    if sec is not None and row["config"].get("method") == "awq+gptq" and "search_seconds_original" in row:
-        sec = row["quantize_seconds"] + row["search_seconds_original"]  # replayed AWQ search + the GPTQ pass
-    return "-" if sec is None else f"{sec:.0f}"
+_qsec = fmt_seconds  # a table cell: search (+ GPTQ pass) seconds, '-' when not run

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, md_table, quant_cfg
+from awq_ext.analysis.runner import Runner, RunSettings, TableResult, fmt_ppl, fmt_seconds, md_table, quant_cfg
 
 PAPER = ("At INT2-g64 RTN collapses (ppl 1e4-1e5), GPTQ is usable, and AWQ+GPTQ is best on every OPT size "
          "(OPT-6.7B: RTN 22290, GPTQ 19.04, AWQ+GPTQ 17.34): AWQ is orthogonal to GPTQ.")
@@ -20,10 +20,7 @@ def run(runner: Runner, s: RunSettings, bits: int = 2, group: int = 64) -> Table
                                lambda cfg=cfg: runner.quantize(cfg, s)[1]))
     body = [["FP32", fmt_ppl(rows[0]["ppl"]), "-"]]
     for m, r in zip(METHODS, rows[1:]):
-        sec = r.get("quantize_seconds", 0.0) + (r.get("search_seconds_original", 0.0) if m == "awq+gptq" else 0.0)
-        if m == "awq" and "search_seconds_original" in r:
-            sec = r["search_seconds_original"]
-        body.append([LABELS[m], fmt_ppl(r["ppl"]), f"{sec:.0f}"])
+        body.append([LABELS[m], fmt_ppl(r["ppl"]), fmt_seconds(r)])
     notes = [
         "AWQ + GPTQ follows the reference: AWQ's scales and clipping are searched (with RTN in the loss) and "
         "folded, then GPTQ quantizes the transformed weights from the transformed inputs; its time is the "
