@@ -19,10 +19,19 @@ class AWQConfig:
     max_shrink: float = 0.5
     clip_tokens: int = 512  # tokens subsampled (evenly) for the clip search
     loss_samples: int | None = None  # calibration samples used in the scale-search loss (None = all)
+    # Exact shortcuts (same loss, less work), e.g. the Gram form for single-linear groups; off only to
+    # check them against the direct computation.
+    exact_shortcuts: bool = True
+    # Coarse-to-fine scale grid: every k-th point first, then around the best at half the stride (1 = the
+    # full grid). The same choice as the full grid wherever the loss is unimodal in alpha; 1-D families
+    # only (``joint`` always searches its full 2-D grid).
+    refine_stride: int = 1
 
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:
             raise AWQInputError(f"unknown scale mode {self.scale_mode!r}; choose one of {', '.join(SCALE_MODES)}")
+        if self.refine_stride < 1:
+            raise AWQInputError(f"refine_stride must be >= 1 (1 = full grid), got {self.refine_stride}")
 
 
 @dataclass

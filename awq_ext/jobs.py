@@ -168,7 +168,8 @@ def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | Non
         out["quantize_seconds"] = result.seconds
         out["peak_rss_mb_after_quantize"] = peak_rss_mb()
         out["blocks"] = [
-            {"index": b.index, "rel_error": b.rel_error, "seconds": b.seconds, "groups": b.groups, "clips": b.clips}
+            {"index": b.index, "rel_error": b.rel_error, "seconds": b.seconds, "phases": b.phases,
+             "groups": b.groups, "clips": b.clips}
             for b in result.blocks
         ]
         if opts.save_record and result.record is not None:

@@ -61,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("e2e", help="LLaMA-shaped decoder: prefill and decode ms/token, FP16 vs W4A16")
     _common(e)
     _e2e_opts(e)
-    q = sub.add_parser("quant-cost", help="wall time and peak RSS of the AWQ search (runs the quantize CLI)")
+    q = sub.add_parser("quant-cost", help="AWQ at its defaults: search seconds, Protocol P ppl, peak RSS, "
+                                          "phase profile (runs the quantize CLI)")
     _common(q)
     q.add_argument("--models", default="smollm2",
                    help="comma-separated model names or paths (default: smollm2, the offline SmolLM2-135M)")
-    q.add_argument("--quant-args", default="", help="extra arguments for `python -m awq_ext quantize`")
+    q.add_argument("--bits", default="4,3", help="comma-separated weight bit widths (default 4,3)")
+    q.add_argument("--quant-args", default="",
+                   help="extra arguments for `python -m awq_ext quantize` (e.g. '--eval none' to skip perplexity)")
     q.add_argument("--timeout", type=float, default=None, help="seconds per model before giving up")
     a = sub.add_parser("all", help="kernels then e2e, one JSON")
     _common(a)
@@ -172,10 +175,18 @@ def _run_quant_cost(args: argparse.Namespace, payload: dict) -> None:
     from awq_ext.bench import quant_cost
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    rows, notes = quant_cost.run_quant_cost(models, args.quant_args, timeout_s=args.timeout)
+    try:
+        bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    except ValueError as exc:
+        raise AWQInputError(f"--bits takes comma-separated integers, got {args.bits!r}") from exc
+    rows, notes = quant_cost.run_quant_cost(models, args.quant_args, timeout_s=args.timeout, bits=bits)
     print()
     print(report.format_table(rows, quant_cost.QUANT_COLUMNS))
-    payload["quant_cost"] = {"rows": rows}
+    prof = quant_cost.profile_rows(rows)
+    if prof:
+        print("\nwhere the seconds go (summed over blocks):")
+        print(report.format_table(prof, [("phase", "phase", "")] + [(k, k, ".1f") for k in prof[0] if k != "phase"]))
+    payload["quant_cost"] = {"rows": rows, "profile": prof}
     payload["notes"] += notes
 
 

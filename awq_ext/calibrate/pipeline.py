@@ -21,7 +21,9 @@ from awq_ext.calibrate.records import ScaleEntry, SearchRecord
 from awq_ext.config import QuantizeConfig
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, block_linears, get_blocks, get_module, get_spec, group_applies
-from awq_ext.quant.awq import activation_scale, candidate_scales, scaled_fake_quant, search_clip, search_scales, weight_scale
+from awq_ext.calibrate.search_loss import group_loss
+from awq_ext.calibrate.timing import timed
+from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
 
@@ -32,6 +34,7 @@ class BlockReport:
     seconds: float
     groups: list[dict] = field(default_factory=list)
     clips: dict[str, dict] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase of this block
 
 
 @dataclass
@@ -102,25 +105,16 @@ def _awq_search_block(
         x = feats[group.linears[0]]
         xs = x if acfg.loss_samples is None else x[: acfg.loss_samples]
         inspect = get_module(block, group.inspect)
-        kw = kwargs if group.inspect_kwargs else {}
-        chunks = [xs[i : i + cfg.chunk_size] for i in range(0, xs.shape[0], cfg.chunk_size)]
-        org = [block_output(inspect(c, **kw)) for c in chunks]
-        originals = [lin.weight.data.clone() for lin in linears]
-
-        def loss(s: torch.Tensor) -> float:
-            for lin, w in zip(linears, originals):
-                lin.weight.data = scaled_fake_quant(w, s.to(w.device), qspec)
-            # Sum squared errors chunk by chunk: no concatenated copy of the module output.
-            sse = sum(float((block_output(inspect(c, **kw)).float() - o.float()).pow(2).sum())
-                      for c, o in zip(chunks, org))
-            return sse / sum(o.numel() for o in org)
-
-        try:
-            s_w = weight_scale(originals, qspec)
-            res = search_scales(candidate_scales(activation_scale(x), s_w, acfg.scale_mode, acfg.n_grid), loss)
-        finally:
-            for lin, w in zip(linears, originals):
-                lin.weight.data = w
+        with timed(report.phases, f"scale_search:{group.inspect}"):
+            loss = group_loss(inspect, linears, xs, kwargs if group.inspect_kwargs else {}, qspec, cfg.chunk_size,
+                              exact_shortcuts=acfg.exact_shortcuts)
+            try:
+                s_w = weight_scale([lin.weight.data for lin in linears], qspec)
+                stride = 1 if acfg.scale_mode == "joint" else acfg.refine_stride
+                res = search_scales(candidate_scales(activation_scale(x), s_w, acfg.scale_mode, acfg.n_grid), loss,
+                                    refine_stride=stride)
+            finally:
+                loss.close()
         prev = get_module(block, group.prev_op)
         fold_scales(prev, linears, res.scales)
         divide_features(feats, group.linears, res.scales)
@@ -129,14 +123,16 @@ def _awq_search_block(
             res.alpha, res.beta, res.loss, res.identity_loss,
         )
         report.groups.append({"prev_op": group.prev_op, "alpha": res.alpha, "beta": res.beta,
-                              "loss": res.loss, "rtn_loss": res.identity_loss})
+                              "loss": res.loss, "rtn_loss": res.identity_loss,
+                              "tried": [list(t) for t in res.tried]})
     if not acfg.clip:
         return
     for name, lin in block_linears(block).items():
         if name in spec.clip_skip:
             continue
         xs = _subsample_tokens(feats[name], acfg.clip_tokens)
-        r = search_clip(lin.weight.data, xs, qspec, acfg.clip_n_grid, acfg.max_shrink)
+        with timed(report.phases, "clip_search"):
+            r = search_clip(lin.weight.data, xs, qspec, acfg.clip_n_grid, acfg.max_shrink)
         apply_clip(lin, r.max_val, qspec)
         record.clips[prefix + name] = r.max_val.cpu()
         report.clips[name] = {"mse_before": r.error_before, "mse_after": r.error_after}
@@ -225,7 +221,8 @@ def quantize_model(
         if calibrated:
             inps = inps.to(device)
             kw = to_device(kwargs, device)
-            feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
+            with timed(report.phases, "collect_inputs"):
+                feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
             if not torch.isfinite(fp_out).all():
                 raise AWQInputError(f"block {i} produced NaN/Inf on the calibration data; check the weights of "
                                     f"{prefix}* and the calibration text")
@@ -235,14 +232,17 @@ def quantize_model(
             else:
                 _awq_search_block(block, prefix, spec, feats, kw, qspec, cfg, out_record, report)
         quantizer = QUANTIZERS[method.quantizer]
+        t_quant = time.perf_counter()
         for name, lin in linears.items():
             qw = quantizer(lin, feats.get(name) if needs_inputs else None, qspec, cfg.extra, prefix + name)
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
             quantized[prefix + name] = QuantizedWeight(qw.q.cpu(), qw.scales.cpu(),
                                                        None if qw.zeros is None else qw.zeros.cpu(), qw.spec,
                                                        None if qw.g_idx is None else qw.g_idx.cpu())
+        report.phases["quantize"] = time.perf_counter() - t_quant
         if calibrated:
-            q_out = run_chunked(block, inps, kw, cfg.chunk_size)
+            with timed(report.phases, "propagate"):
+                q_out = run_chunked(block, inps, kw, cfg.chunk_size)
             report.rel_error = _mse(q_out, fp_out) / max(float(fp_out.float().pow(2).mean()), 1e-30)
             inps = q_out if cfg.propagate == "quantized" else fp_out
             del feats, fp_out

@@ -11,7 +11,7 @@ on a subsample of calibration tokens.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal, Sequence
 
 import torch
@@ -87,6 +87,26 @@ def scaled_fake_quant(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) ->
     return (dequantize(quantize(ws, spec, sc, z), spec, sc, z) / scales.view(1, -1)).to(w.dtype)
 
 
+def input_gram(x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """``C = X^T X`` (``[K, K]``, float32 or wider) of inputs ``x`` ``[..., K]``, accumulated over token chunks so no
+    float32 copy of all of ``x`` is made."""
+    flat = x.reshape(-1, x.shape[-1])
+    dt = torch.promote_types(x.dtype, torch.float32)
+    c = torch.zeros(flat.shape[1], flat.shape[1], dtype=dt, device=x.device)
+    for i in range(0, flat.shape[0], chunk):
+        xc = flat[i : i + chunk].to(dt)
+        c.addmm_(xc.t(), xc)
+    return c
+
+
+def gram_output_sse(delta_w: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """``sum_t ||ΔW x_t||^2 = tr(ΔW C ΔW^T)`` for a weight error ``ΔW`` ``[N, K]`` and ``C`` from
+    :func:`input_gram`: a linear layer's summed squared output error, exact, in ``N·K²`` multiply-adds
+    instead of ``T·N·K`` (the bias cancels in the difference)."""
+    d = delta_w.to(gram.dtype)
+    return ((d @ gram) * d).sum()
+
+
 @dataclass
 class ScaleSearchResult:
     scales: torch.Tensor  # float32 [K]
@@ -94,30 +114,74 @@ class ScaleSearchResult:
     beta: float
     loss: float
     identity_loss: float  # loss with s = 1 (round-to-nearest), for reports
+    tried: list[tuple[float, float, float]] = field(default_factory=list)  # (alpha, beta, loss) in grid order
+
+
+def _refine_order(n: int, stride: int, loss_at: Callable[[int], float]) -> None:
+    """Coarse-to-fine over grid positions ``0..n-1``: every ``stride``-th position (and the last), then
+    around the best so far at half the stride, down to 1. Finds the grid's minimum whenever the loss is
+    unimodal along the grid, in about ``n/stride + 2·log2(stride)`` evaluations instead of ``n``."""
+    done: dict[int, float] = {}
+
+    def ev(i: int) -> None:
+        if 0 <= i < n and i not in done:
+            done[i] = loss_at(i)
+
+    for i in [*range(0, n, stride), n - 1]:
+        ev(i)
+    step = stride
+    while step > 1:
+        step //= 2
+        best = min(done, key=lambda i: (done[i], i))
+        ev(best - step)
+        ev(best + step)
+    # a last +-1 ring around the final best, so odd strides and the end of the grid are covered
+    best = min(done, key=lambda i: (done[i], i))
+    ev(best - 1)
+    ev(best + 1)
 
 
 def search_scales(
     candidates: Iterable[tuple[float, float, torch.Tensor]],
     loss_fn: Callable[[torch.Tensor], float],
+    refine_stride: int = 1,
 ) -> ScaleSearchResult:
-    """Evaluate ``loss_fn(scales)`` for each candidate and return the best (first on ties)."""
-    best: ScaleSearchResult | None = None
-    identity_loss = float("nan")
-    for a, b, s in candidates:
+    """Evaluate ``loss_fn(scales)`` over the candidates and return the best (first in grid order on ties).
+
+    The first candidate must be the identity (as :func:`candidate_scales` yields); it is always tried.
+    ``refine_stride`` 1 tries every candidate; ``k > 1`` searches the rest of the (1-D, ordered) grid
+    coarse-to-fine (:func:`_refine_order`): the same answer as the full grid when the loss is unimodal
+    along it, with about half the evaluations for ``k = 4`` on 20 points.
+    """
+    cands = list(candidates)
+    if not cands:
+        raise AWQInputError("scale search got no candidates")
+    if refine_stride < 1:
+        raise AWQInputError(f"refine_stride must be >= 1, got {refine_stride}")
+    losses: dict[int, float] = {}
+
+    def loss_at(i: int) -> float:
+        a, b, s = cands[i]
         loss = float(loss_fn(s))
-        if a == 0.0 and b == 0.0:
-            identity_loss = loss
         if loss != loss:  # NaN means the module blew up; the caller's data is broken
             raise AWQInputError(
                 f"scale search produced a NaN loss at alpha={a}, beta={b}; check calibration inputs "
                 "and weights for NaN/Inf"
             )
-        if best is None or loss < best.loss:
-            best = ScaleSearchResult(s, a, b, loss, identity_loss)
-    if best is None:
-        raise AWQInputError("scale search got no candidates")
-    best.identity_loss = identity_loss
-    return best
+        losses[i] = loss
+        return loss
+
+    loss_at(0)
+    if refine_stride == 1 or len(cands) <= 2:
+        for i in range(1, len(cands)):
+            loss_at(i)
+    else:
+        _refine_order(len(cands) - 1, refine_stride, lambda j: loss_at(j + 1))
+    best = min(losses, key=lambda i: (losses[i], i))
+    a, b, s = cands[best]
+    identity = cands[0][0] == 0.0 and cands[0][1] == 0.0
+    tried = [(cands[i][0], cands[i][1], losses[i]) for i in sorted(losses)]
+    return ScaleSearchResult(s, a, b, losses[best], losses[0] if identity else float("nan"), tried)
 
 
 def clip_weight(w: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec) -> torch.Tensor:

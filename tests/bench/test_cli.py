@@ -80,15 +80,20 @@ def test_quant_cost_reads_the_cli_json(tmp_path):
         import json, sys
         a = sys.argv[1:]
         assert a[:3] == ["quantize", "--method", "awq"], a
-        model, out = a[a.index("--model") + 1], a[a.index("--json") + 1]
-        json.dump({"seconds": 12.5, "peak_rss_mb": 321.0, "model": model, "extra": a[a.index("--json") + 2:]},
-                  open(out, "w"))
+        model, out, bits = a[a.index("--model") + 1], a[a.index("--json") + 1], int(a[a.index("--w-bit") + 1])
+        blocks = [{"phases": {"scale_search:mlp": 2.0 * bits, "propagate": 1.0}}, {"phases": {"scale_search:mlp": 1.0}}]
+        json.dump({"quantize_seconds": 12.5, "ppl": 10.0 + bits, "peak_rss_mb": 321.0, "model": model,
+                   "blocks": blocks, "extra": a[a.index("--json") + 2:]}, open(out, "w"))
     """)
-    rows, notes = quant_cost.run_quant_cost(["m1", "m2"], "--w-bit 4", cli=cli, log=lambda s: None)
-    assert [r["model"] for r in rows] == ["m1", "m2"] and notes == []
-    assert rows[0]["seconds"] == 12.5 and rows[0]["peak_rss_mb"] == 321.0
-    assert rows[0]["cli_json"]["extra"] == ["--w-bit", "4"]
+    rows, notes = quant_cost.run_quant_cost(["m1", "m2"], "--eval none", cli=cli, log=lambda s: None, bits=(4, 3))
+    assert [(r["model"], r["bits"]) for r in rows] == [("m1", 4), ("m1", 3), ("m2", 4), ("m2", 3)] and notes == []
+    assert rows[0]["seconds"] == 12.5 and rows[0]["peak_rss_mb"] == 321.0 and rows[1]["ppl"] == 13.0
+    assert rows[0]["cli_json"]["extra"] == ["--eval", "none"]
+    assert rows[0]["phases"] == {"scale_search:mlp": 9.0, "propagate": 1.0}  # summed over blocks, largest first
     assert rows[0]["wall_s_outside"] > 0 and rows[0]["child_max_rss_mb"] > 0
+    prof = quant_cost.profile_rows(rows[:2])
+    assert prof == [{"phase": "scale_search:mlp", "m1 w4": 9.0, "m1 w3": 7.0},
+                    {"phase": "propagate", "m1 w4": 1.0, "m1 w3": 1.0}]
 
 
 def test_quant_cost_reports_cli_failure(tmp_path):

@@ -103,3 +103,42 @@ def test_clip_bounds_are_within_group_max():
 def test_clip_shape_mismatch():
     with pytest.raises(AWQInputError, match="do not match"):
         search_clip(torch.randn(8, 64), torch.randn(10, 32), QuantSpec(4, 32))
+
+
+def _cands(n):
+    return [(0.0, 0.0, torch.zeros(1))] + [((i + 1) / (n + 1), 0.0, torch.full((1,), float(i))) for i in range(n)]
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4, 8])
+def test_refined_search_equals_full_grid_on_unimodal_losses(stride):
+    # Every unimodal loss along grids of 2..25 points, minimum anywhere: the coarse-to-fine search picks
+    # exactly what the full grid picks (on a flat bottom of ties, a point of the same loss), with fewer
+    # evaluations once the grid is long enough.
+    for n in range(2, 26):
+        for m in range(n):
+            for flat in (0, 1):
+                curve = [max(0, abs(i - m) - flat) for i in range(n)]
+                calls = []
+
+                def fn(s, c=curve):
+                    calls.append(1)
+                    return 100.0 if len(calls) == 1 else float(c[int(s)])  # the identity comes first
+
+                full = search_scales(_cands(n), fn)
+                calls.clear()
+                fast = search_scales(_cands(n), fn, refine_stride=stride)
+                assert fast.loss == full.loss == 0.0 and fast.identity_loss == 100.0, (n, m, stride)
+                if not flat:
+                    assert fast.alpha == full.alpha, (n, m, stride)
+                if n >= 16 and stride >= 4:
+                    assert len(calls) <= n // 2 + 3, (n, stride, len(calls))
+
+
+def test_refined_search_keeps_best_of_what_it_tried():
+    g = torch.Generator().manual_seed(0)
+    curve = torch.rand(20, generator=g).tolist()
+    res = search_scales(_cands(20), lambda s: curve[int(s)] if s.numel() == 1 else 0.0, refine_stride=4)
+    assert res.loss == min(l for _, _, l in res.tried)
+    assert len(res.tried) < 21
+    with pytest.raises(AWQInputError, match="refine_stride"):
+        search_scales(_cands(3), lambda s: 0.0, refine_stride=0)
