@@ -76,7 +76,9 @@ class KernelReport:
             occ = occupancy(g, self.res.registers, self.cfg.threads, self.smem_per_block)
             out[f"{g.name}_blocks_per_sm"] = occ.blocks_per_sm
             out[f"{g.name}_occupancy_limiter"] = occ.limiter
-            out[f"{g.name}_issue_ceiling_tbps"] = round(issue_ceiling_bytes_per_s(g, self.instructions_per_byte) / 1e12, 3)
+            issue = issue_ceiling_bytes_per_s(g, self.instructions_per_byte) / 1e12
+            out[f"{g.name}_issue_ceiling_tbps"] = round(issue, 3)
+            out[f"{g.name}_issue_ceiling_over_hbm"] = round(issue / g.hbm_tbps, 3)
             mma = mma_ceiling_bytes_per_s(g, self.mma_flops_per_byte)
             out[f"{g.name}_mma_ceiling_tbps"] = None if mma == float("inf") else round(mma / 1e12, 3)
         return out
