@@ -259,6 +259,18 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                          "overhead; dequant_cublas = dequant kernel + ideal FP16 GEMM"),
                          "fp16_baseline": "ideal: 16-bit weights + activations + outputs once at HBM bandwidth, or the "
                                           "dense tensor rate if slower, + one launch"},
+                     "fields": {
+                         "shape": "NxK", "path": "gemv | gemm | dequant_cublas (awq_ext.kernels.ops.PATHS)",
+                         "chosen": "true when this row's path is the derived dispatch table's pick (dispatch_pick) "
+                                   "for this M; current_table_pick is what ops.DISPATCH_TABLE picks today",
+                         "issue_ceiling_tbps": "packed-weight TB/s at which the hot loop's warp-instructions fill "
+                                               "4 issue slots/clock on every SM",
+                         "bytes_in_flight_per_sm": "packed weight bytes the resident blocks keep in flight (peak), "
+                                                   "averaged over the SMs, in the first wave",
+                         "littles_law_bytes_per_sm": "HBM bandwidth x DRAM latency / SMs",
+                         "wave_efficiency": "blocks / (ceil(blocks / slots) x slots), slots = blocks/SM x SMs",
+                         "predicted_speedup_vs_fp16": "ideal FP16 time / predicted time, both with launch overhead",
+                         "acceptance": "issue 17's criteria, on chosen rows only"},
                      "configs": [], "rows": [], "dispatch": {}}
     for arch in archs:
         gpu = GPUS[ROW_GPU[arch]]
@@ -278,6 +290,13 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
     return payload
 
 
+GPU_COLUMNS = (
+    ("name", "GPU", ""), ("arch", "arch", ""), ("sms", "SMs", "d"), ("clock_ghz", "GHz", ".2f"),
+    ("issue_g", "G warp-ins/s", ".0f"), ("hbm_tbps", "HBM TB/s", ".2f"), ("hbm_measured_tbps", "copy TB/s", ".2f"),
+    ("dense_fp16_tflops", "dense TFLOP/s", ".0f"), ("mma_sync_fraction", "mma.sync share", ".2f"),
+    ("dram_latency_ns", "latency ns", ".0f"), ("little_kb", "Little KB/SM", ".1f"),
+    ("launch_overhead_us", "launch us", ".1f"),
+)
 CONFIG_COLUMNS = (
     ("arch", "arch", ""), ("kernel", "kernel", ""), ("registers", "regs", "d"), ("spill_bytes", "spill", "d"),
     ("smem_per_block", "smem B", "d"), ("blocks_per_sm", "blk/SM", "d"), ("limiter", "limit", ""),
@@ -310,6 +329,12 @@ def format_report(payload: dict) -> str:
     from awq_ext.bench.report import format_table
 
     out = [PREDICTED + ".", ""]
+    gpus = [{**g, "little_kb": littles_law_bytes_per_sm(GPUS[g["name"]]) / 1024,
+             "issue_g": GPUS[g["name"]].issue_rate / 1e9} for g in payload["gpus"].values()]
+    out += ["GPU parameters (sources below):", format_table(gpus, GPU_COLUMNS)]
+    for g in payload["gpus"].values():
+        out += [f"  {g['name']}:"] + [f"    {k}: {v}" for k, v in g["sources"].items()]
+    out.append("")
     for arch in sorted({c["arch"] for c in payload["configs"]}):
         names = [g["name"] for g in payload["gpus"].values() if g["arch"] == arch]
         a, b = names[0], names[1] if len(names) > 1 else names[0]
