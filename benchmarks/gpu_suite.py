@@ -453,23 +453,27 @@ def _safe(s: str) -> str:
 
 
 def measured_vs_predicted(cases: list[dict], static_json: Path) -> list[dict]:
-    """Timing cases beside the static model's predicted time for the same (N, K, M, path)."""
+    """Timing cases of the AWQ paths beside the static model's prediction for the same (N, K, M, path), with
+    the measured speedup over cuBLAS FP16 beside the predicted one over an ideal FP16 kernel."""
     if not static_json.exists():
         return []
-    pred = {}
-    for r in json.loads(static_json.read_text()).get("rows", []):
-        pred[(r["n"], r["k"], r["m"], r["path"])] = r
+    pred = {(r["n"], r["k"], r["m"], r["path"]): r for r in json.loads(static_json.read_text()).get("rows", [])}
+    timed = [c for c in cases if c.get("step") == "timing" and c.get("status") == "ok" and c.get("us")]
+    cublas = {(c["n"], c["k"], c["m"]): c["us"] for c in timed if c.get("method") == "cublas_fp16"}
     out = []
-    for c in cases:
-        if c.get("step") != "timing" or c.get("status") != "ok" or not str(c.get("method", "")).startswith("awq_"):
+    for c in timed:
+        if not str(c.get("method", "")).startswith("awq_"):
             continue
         path = c["method"].removeprefix("awq_")
-        p = pred.get((c.get("n"), c.get("k"), c.get("m"), path))
+        p = pred.get((c["n"], c["k"], c["m"], path))
         if p is None:
             continue
-        out.append({"shape": f"{c['n']}x{c['k']}", "m": c["m"], "path": path, "measured_us": c.get("us"),
-                    "predicted_us": p["predicted_us"], "measured_over_predicted":
-                    round(c["us"] / p["predicted_us"], 3) if c.get("us") else None})
+        base = cublas.get((c["n"], c["k"], c["m"]))
+        out.append({"shape": f"{c['n']}x{c['k']}", "m": c["m"], "path": path, "chosen_by_model": p["chosen"],
+                    "measured_us": c["us"], "predicted_us": p["predicted_us"],
+                    "measured_over_predicted": round(c["us"] / p["predicted_us"], 3),
+                    "measured_speedup_vs_cublas_fp16": round(base / c["us"], 3) if base else None,
+                    "predicted_speedup_vs_fp16": p["predicted_speedup_vs_fp16"]})
     return out
 
 
