@@ -216,6 +216,20 @@ class ProcessRunner:
                     return Outcome(None, not stalled, stalled, time.monotonic() - t0)
 
 
+def append_record(path: Path, record: dict) -> None:
+    """Append one JSON line and flush. A writer killed mid-line leaves a torn last line: start on a new line
+    then, so the torn one is the only record lost."""
+    line = json.dumps({"t": round(time.time(), 3), **record}, default=str) + "\n"
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode())
+        fh.flush()
+
+
 class Results:
     """The JSONL stream: every record appended (and flushed) as soon as it exists."""
 
@@ -225,10 +239,8 @@ class Results:
         path.touch()
 
     def add(self, record: dict) -> None:
-        line = json.dumps({"t": round(time.time(), 3), **record}, default=str) + "\n"
-        with self._lock, open(self.path, "a") as fh:
-            fh.write(line)
-            fh.flush()
+        with self._lock:
+            append_record(self.path, record)
 
     def read(self) -> list[dict]:
         with self._lock:

@@ -28,6 +28,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from gpu_suite import append_record  # noqa: E402  (the one JSONL writer, torn-line safe)
 
 from awq_ext.kernels.ops import w4a16_linear  # noqa: E402
 from awq_ext.pack.kernel_layout import pack_kernel  # noqa: E402
@@ -42,9 +45,7 @@ class Stream:
         self.path, self.step = path, step
 
     def add(self, record: dict) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps({"t": round(time.time(), 3), "step": self.step, **record}, default=str) + "\n")
-            fh.flush()
+        append_record(self.path, {"step": self.step, **record})
 
 
 def context_alive() -> bool:

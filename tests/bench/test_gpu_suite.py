@@ -174,6 +174,15 @@ def test_process_runner_kills_on_budget_and_on_stall(gs, tmp_path):
     assert "killed: time budget" in (tmp_path / "a.log").read_text()
 
 
+def test_a_torn_last_line_costs_only_itself(gs, tmp_path):
+    res = gs.Results(tmp_path / "r.jsonl")
+    res.add({"type": "case", "id": "a"})
+    with open(res.path, "a") as fh:
+        fh.write('{"type": "case", "id": "tor')  # a worker killed mid-write
+    res.add({"type": "case", "id": "b"})
+    assert [r["id"] for r in res.read()] == ["a", "b"]
+
+
 def test_sanitizer_summary_parsing(gs):
     assert gs.sanitizer_errors("========= ERROR SUMMARY: 0 errors\n") == 0
     assert gs.sanitizer_errors("========= ERROR SUMMARY: 3 errors\n") == 3
