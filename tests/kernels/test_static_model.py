@@ -273,7 +273,7 @@ def test_dispatch_and_acceptance_rules():
     table = derive_dispatch(rows)
     assert table == [(1, "gemv"), (16, "gemm")]
     assert pick(table, 2) == "gemm"
-    good = {"m": 4, "issue_ceiling_tbps": 7.3, "spill_bytes": 0, "bytes_in_flight_per_sm": 30000,
+    good = {"m": 4, "hbm_tbps": 4.8, "issue_ceiling_tbps": 7.3, "spill_bytes": 0, "bytes_in_flight_per_sm": 30000,
             "littles_law_bytes_per_sm": 29091, "wave_efficiency": 0.95}
     assert acceptance(good)["all"] is True
     assert acceptance({**good, "issue_ceiling_tbps": 7.1})["issue_ceiling"] is False
