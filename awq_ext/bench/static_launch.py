@@ -37,9 +37,10 @@ class GemmTileCfg:
 
 @dataclass(frozen=True)
 class CsrcConstants:
-    """Tuning constants of csrc/tile_configs.cuh and csrc/awq_kernels.h."""
+    """Tuning constants of csrc/tile_configs.cuh, csrc/awq_kernels.h and csrc/gemm.cuh."""
 
     gemm_tiles: dict[str, GemmTileCfg]   # "TileM16" -> tile
+    gemm_plan_bn: int                    # kGemmBN (gemm.cuh): the BN plan_gemm counts output tiles with
     gemv_warps: int
     gemv_strip: int
     gemv_unroll: int
@@ -56,13 +57,14 @@ _TILE = re.compile(r"using\s+(Tile\w+)\s*=\s*GemmTile<\s*(\d+)\s*,\s*(\d+)\s*,\s
 
 def read_constants(csrc: Path) -> CsrcConstants:
     """Parse the constants the launchers use; SassError naming any that is missing (the model is then stale)."""
-    text = (csrc / "tile_configs.cuh").read_text() + "\n" + (csrc / "awq_kernels.h").read_text()
+    text = "\n".join((csrc / f).read_text() for f in ("tile_configs.cuh", "awq_kernels.h", "gemm.cuh")
+                     if (csrc / f).exists())
     vals: dict[str, int] = {}
 
     def get(name: str) -> int:
         m = re.search(_INT.format(name), text)
         if m is None:
-            raise SassError(f"constant {name} not found in csrc/tile_configs.cuh or awq_kernels.h: the launchers "
+            raise SassError(f"constant {name} not found in csrc/tile_configs.cuh, awq_kernels.h or gemm.cuh: the launchers "
                             "changed; update awq_ext/bench/static_launch.py")
         base = vals[m.group(1)] if m.group(1) in vals else int(m.group(1), 0)
         vals[name] = base * int(m.group(2) or 1)
@@ -73,7 +75,7 @@ def read_constants(csrc: Path) -> CsrcConstants:
         if need not in tiles:
             raise SassError(f"{need} not found in csrc/tile_configs.cuh; update awq_ext/bench/static_launch.py")
     warps = get("kGemvWarps")
-    return CsrcConstants(tiles, warps, get("kGemvStrip"), get("kGemvUnroll"), get("kGemvMaxM"),
+    return CsrcConstants(tiles, get("kGemmBN"), warps, get("kGemvStrip"), get("kGemvUnroll"), get("kGemvMaxM"),
                          get("kDequantThreads"), get("kSplitTargetCtasPerSm"), get("kGemmMinKTilesPerSplit"),
                          get("kMaxSplits"))
 
@@ -121,8 +123,7 @@ def gemm_launch(c: CsrcConstants, m: int, n: int, k: int, sms: int) -> Launch:
     """plan_gemm (gemm.cu) with split_request 0, then launch_gemm_tile's grid."""
     n_pad, k_pad = padded(n, k)
     tile = gemm_tile(c, m)
-    bn = 128  # kGemmBN: plan_gemm counts tiles with one BN for every tile (gemm.cuh static_assert)
-    tiles = -(-n_pad // bn) * -(-m // tile.bm)
+    tiles = -(-n_pad // c.gemm_plan_bn) * -(-m // tile.bm)
     target = (sms if sms > 0 else 108) * c.split_target_ctas_per_sm
     want = min(-(-target // tiles), c.max_splits)
     splits = clamp_splits(want, k_pad // 64, c.gemm_min_ktiles_per_split)

@@ -233,6 +233,7 @@ def _consts(tmp_path: Path, unroll: str = "4") -> static_launch.CsrcConstants:
         constexpr int kGemmMinKTilesPerSplit = 4;
         """))
     (tmp_path / "awq_kernels.h").write_text("constexpr int kGemvMaxM = 8;\nconstexpr int kMaxSplits = 16;\n")
+    (tmp_path / "gemm.cuh").write_text("constexpr int kGemmBN = 128;\n")
     return static_launch.read_constants(tmp_path)
 
 
