@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variant", choices=("awq", "gptq_r"), default="awq", help="reorder-free AWQ or GPTQ-R rows")
     s.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128))
     s.add_argument("--jobs", type=int, default=None, help="parallel nvcc processes on a cold cache (default <= 4)")
+    s.add_argument("--csrc", default=None, help="model the kernels of another source folder (default: this "
+                                                "checkout's csrc/)")
     return ap
 
 
@@ -194,7 +197,8 @@ def _run_static(args: argparse.Namespace) -> int:
 
     try:
         payload = static.run_static(tuple(a.strip() for a in args.arch.split(",") if a.strip()), args.dtype,
-                                    args.variant, args.group_size, args.jobs)
+                                    args.variant, args.group_size, args.jobs,
+                                    *(() if args.csrc is None else (Path(args.csrc).resolve(),)))
     except (AWQInputError, KernelUnavailableError, SassError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

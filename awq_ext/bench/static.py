@@ -83,16 +83,13 @@ class KernelReport:
         return out
 
 
-def _sources() -> list[Path]:
-    """Every top-level translation unit in csrc/ (host-only ones simply hold no kernel)."""
-    return sorted(CSRC_DIR.glob("*.cu"))
-
-
 def analyse_arch(tools: Toolchain, consts: static_launch.CsrcConstants, arch: str, cache_dir: Path,
-                 workers: int) -> dict[str, KernelReport]:
-    """Compile (or reuse) every csrc/*.cu for ``arch`` and model each kernel in them."""
+                 workers: int, csrc: Path = CSRC_DIR) -> dict[str, KernelReport]:
+    """Compile (or reuse) every top-level ``csrc/*.cu`` for ``arch`` (host-only ones hold no kernel) and model
+    each kernel in them."""
+    sources = sorted(csrc.glob("*.cu"))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        units = list(pool.map(lambda src: compile_unit(tools, src, arch, cache_dir, (CSRC_DIR,)), _sources()))
+        units = list(pool.map(lambda src: compile_unit(tools, src, arch, cache_dir, (csrc,)), sources))
     parsed = []
     for u in units:
         funcs = sass.parse_functions(u.disassembly)
@@ -239,18 +236,22 @@ def _current_table_pick(m: int) -> str | None:
 
 
 def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str = "awq", group: int = 128,
-               workers: int | None = None) -> dict:
+               workers: int | None = None, csrc: Path = CSRC_DIR) -> dict:
+    """The whole model for the kernels in ``csrc`` (default: this checkout's)."""
     if group not in (32, 64, 128):
         raise AWQInputError(f"--group-size must be 32, 64 or 128, got {group}")
     bad = [a for a in archs if a not in ARCHS]
     if bad:
         raise AWQInputError(f"unknown arch {bad}; use {', '.join(ARCHS)}")
     tools = Toolchain.find()
-    consts = static_launch.read_constants(CSRC_DIR)
+    if not (csrc / "tile_configs.cuh").exists():
+        raise AWQInputError(f"{csrc} holds no tile_configs.cuh: point --csrc at a kernel source folder")
+    consts = static_launch.read_constants(csrc)
     cache_dir = cache_root() / "static"
     workers = workers or min(4, os.cpu_count() or 1)
-    payload: dict = {"mode": "static", "note": PREDICTED, "kernel_source_hash": source_hash(),
-                     "git_commit": _git_commit(), "nvcc": _first_line([tools.nvcc, "--version"], last=True),
+    payload: dict = {"mode": "static", "note": PREDICTED, "csrc": str(csrc),
+                     "kernel_source_hash": source_hash() if csrc == CSRC_DIR else None,
+                     "git_commit": _git_commit(csrc), "nvcc": _first_line([tools.nvcc, "--version"], last=True),
                      "shape_convention": "NxK: N = out_features, K = in_features; y[M, N] = x[M, K] @ W[N, K]^T",
                      "gpus": {g.name: g.to_dict() for g in GPUS.values()},
                      "model": {"time": (
@@ -274,7 +275,7 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                      "configs": [], "rows": [], "dispatch": {}}
     for arch in archs:
         gpu = GPUS[ROW_GPU[arch]]
-        reports = analyse_arch(tools, consts, arch, cache_dir, workers)
+        reports = analyse_arch(tools, consts, arch, cache_dir, workers, csrc)
         arch_gpus = [g for g in GPUS.values() if g.arch == arch]
         payload["configs"] += [r.summary(arch_gpus) for r in sorted(reports.values(), key=lambda r: r.cfg.label)]
         rows = path_rows(reports, consts, gpu, arch, dtype, variant, group)
@@ -366,8 +367,8 @@ def format_report(payload: dict) -> str:
     return "\n".join(out)
 
 
-def _git_commit() -> str | None:
-    return _first_line(["git", "-C", str(CSRC_DIR.parent), "rev-parse", "HEAD"])
+def _git_commit(csrc: Path) -> str | None:
+    return _first_line(["git", "-C", str(csrc), "rev-parse", "HEAD"])
 
 
 def _first_line(cmd: list[str], last: bool = False) -> str | None:

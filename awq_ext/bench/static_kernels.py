@@ -16,6 +16,10 @@ from awq_ext.bench.sass import LoopStats, SassError
 from awq_ext.bench.static_launch import CsrcConstants, GemmTileCfg, Launch, padded
 
 HMMA_FLOPS = 16 * 8 * 16 * 2  # one HMMA.16816 (mma.m16n8k16)
+# Dequantizing a 32-bit word of eight codes takes at least one integer/bit op per fp16x2/bf16x2 pair (4 per
+# word, e.g. the magic-number LOP3s): one warp-instruction per 32 packed bytes. A hot loop below that is not
+# the loop that dequantizes the weights (say, a load-only inner loop of a chunked kernel).
+MIN_DEQUANT_OPS_PER_BYTE = 1 / 32
 _DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16"}
 
 
@@ -47,6 +51,13 @@ class KernelConfig:
             raise SassError(f"{self.label}: the hot loop at /*{loop.header_offset:04x}*/ has {loop.hmma} HMMA per "
                             f"iteration, the tile implies {self.expected_hmma_per_iteration}: the loop finder chose "
                             "another loop or the kernel changed; update awq_ext/bench/static_kernels.py")
+        dequant = loop.by_class.get("int_dequant", 0) * self.warps_per_iteration / self.weight_bytes_per_iteration
+        if dequant < MIN_DEQUANT_OPS_PER_BYTE:
+            raise SassError(f"{self.label}: the hot loop at /*{loop.header_offset:04x}*/ has {dequant:.4f} integer/dequant "
+                            f"warp-instructions per weight byte, below the {MIN_DEQUANT_OPS_PER_BYTE:.4f} that "
+                            f"dequantizing {self.weight_bytes_per_iteration} bytes per iteration needs: it is not the "
+                            "loop that dequantizes (or the bytes per iteration changed); update "
+                            "awq_ext/bench/static_kernels.py")
         if loop.global_stream_loads < self.min_stream_loads_per_iteration:
             raise SassError(f"{self.label}: the hot loop at /*{loop.header_offset:04x}*/ has {loop.global_stream_loads} "
                             f"device-memory loads, fewer than the {self.min_stream_loads_per_iteration} the kernel "

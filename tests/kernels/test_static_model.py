@@ -283,6 +283,32 @@ def test_dispatch_and_acceptance_rules():
     assert acceptance({**good, "wave_efficiency": 0.89})["all"] is False
 
 
+def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
+    from awq_ext.bench.static_kernels import recognise
+
+    c = _consts(tmp_path)
+    gemv = recognise("m", "void awq::(anonymous namespace)::w4a16_gemv_kernel<__half, 1, false>(awq::W4Args, int)", c)
+    assert (gemv.weight_bytes_per_iteration, gemv.warps_per_iteration, gemv.config) == (4 * 512, 1, "MAXM=1")
+
+    def loop(n_int: int, loads: int, hmma: int = 0) -> sass.LoopStats:
+        by = {"memory": loads, "hmma": hmma, "int_dequant": n_int, "float": 0, "control": 1, "other": 0}
+        return sass.LoopStats(0x40, (0x80,), sum(by.values()), sum(by.values()), by, {}, loads, hmma)
+
+    gemv.check_loop(loop(64, 4))  # 64 / 2048 = 1/32: just enough integer work to dequantize 2 KB
+    with pytest.raises(SassError, match="not the loop that dequantizes"):
+        gemv.check_loop(loop(63, 4))  # a load-only inner loop of a chunked kernel looks like this
+    with pytest.raises(SassError, match="device-memory loads"):
+        gemv.check_loop(loop(500, 3))
+    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 128, 1, 4, 4, 4>, 128, false>"
+                          "(awq::W4Args)", c)
+    assert gemm.expected_hmma_per_iteration == 16 and gemm.weight_bytes_in_flight_per_block == 3 * 4096
+    gemm.check_loop(loop(200, 4, hmma=16))
+    with pytest.raises(SassError, match="HMMA"):
+        gemm.check_loop(loop(200, 4, hmma=8))
+    with pytest.raises(SassError, match="not described"):
+        recognise("m", "void awq::w4a16_wgmma_kernel<__half>(awq::W4Args)", c)
+
+
 # ---- a tiny kernel compiled here ------------------------------------------------------------------------
 
 TINY = r"""
