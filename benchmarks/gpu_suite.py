@@ -1,7 +1,7 @@
 """Everything that needs a GPU, in one short device call (issue 17):
 
     bash benchmarks/gpu_suite.sh --prebuild          # HERE, no GPU: the CMake checker for sm_90, cudart static
-    bash benchmarks/gpu_suite.sh OUT [--smoke]       # THERE: carry build/gpu_suite
+    bash benchmarks/gpu_suite.sh OUT [--smoke]       # THERE: carry build/gpu_suite/w4a16_check
     bash benchmarks/gpu_suite.sh OUT --dry-run       # the plan (steps, time budgets) as JSON; runs nothing
 
 Stages run one after another; inside a stage, lanes run side by side (the JIT build beside the

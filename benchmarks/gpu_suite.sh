@@ -2,7 +2,7 @@
 # Everything that needs a GPU in one short device call (see benchmarks/gpu_suite.py for the plan):
 #   bash benchmarks/gpu_suite.sh --prebuild        here, no GPU needed: build the torch-free checker
 #                                                  (csrc/tools/w4a16_check.cu) for sm_90 with cudart static
-#                                                  into build/gpu_suite/ (carry that folder to the device)
+#                                                  into build/gpu_suite/ (carry build/gpu_suite/w4a16_check)
 #   bash benchmarks/gpu_suite.sh OUT_DIR [--smoke] on the GPU machine: <= 6 min (--smoke: <= 90 s)
 #   bash benchmarks/gpu_suite.sh --dry-run [--smoke]  print the plan (steps, time budgets) as JSON
 set -euo pipefail
@@ -25,7 +25,7 @@ if [ "${1:-}" = "--prebuild" ]; then
     echo "error: w4a16_check still links libcudart dynamically" >&2
     exit 1
   fi
-  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90, cudart static); carry build/gpu_suite to the device"
+  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90, cudart static); carry build/gpu_suite/w4a16_check to the device"
   exit 0
 fi
 

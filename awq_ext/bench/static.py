@@ -25,6 +25,7 @@ from awq_ext.bench.static_model import (GPUS, ROW_GPU, GpuSpec, LaunchWork, fp16
                                         mma_ceiling_bytes_per_s, occupancy, predict_launch, waves)
 from awq_ext.errors import AWQInputError
 from awq_ext.kernels import CSRC_DIR, cache_root, source_hash
+from awq_ext.kernels.ops import choose_path
 
 ARCHS = ("sm_90", "sm_80")
 SHAPES = ((4096, 11008), (11008, 4096))  # (N = out_features, K = in_features): LLaMA-7B down and up/gate
@@ -149,35 +150,31 @@ def _launch_row(gpu: GpuSpec, rep: KernelReport, launch: static_launch.Launch, m
 
 def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConstants, gpu: GpuSpec, arch: str,
               dtype: str, variant: str, group: int) -> list[dict]:
+    """One row per (shape, M, path) on ``gpu``: the launch the dispatch would make, and its prediction."""
     rows = []
-    little = littles_law_bytes_per_sm(gpu)
     for n, k in SHAPES:
-        fp16_no_launch = None
         for m in MS:
             fp16 = fp16_baseline_us(gpu, m, n, k)
             fp16_no_launch = fp16_baseline_us(gpu, m, n, k, launch=False)
             for path in PATHS:
                 if path == "gemv" and m > consts.gemv_max_m:
                     continue
-                base = {"arch": arch, "gpu": gpu.name, "hbm_tbps": gpu.hbm_tbps, "shape": f"{n}x{k}", "n": n, "k": k, "m": m, "path": path,
-                        "dtype": dtype, "variant": variant, "group_size": group}
-                if path == "dequant_cublas":
+                if path == "dequant_cublas":  # the dequantize kernel, then cuBLAS modelled as the ideal FP16 GEMM
                     launch = static_launch.dequant_launch(consts, n, k)
                     rep = find_kernel(reports, "dequant", dtype, variant, None, launch.config)
-                    row = _launch_row(gpu, rep, launch, m, n, k, group)
-                    # then cuBLAS on the dense fp16 weight: modelled as the ideal FP16 GEMM
-                    row["kernel"] += " + ideal fp16 GEMM"
-                    row["predicted_us"] = round(row["time"]["total_us"] + fp16, 3)
-                    row["predicted_us_no_launch"] = round(row["time"]["total_us"] - gpu.launch_overhead_us + fp16_no_launch, 3)
+                    extra, extra_no_launch, suffix = fp16, fp16_no_launch, " + ideal fp16 GEMM"
                 else:
                     launch = (static_launch.gemv_launch if path == "gemv" else static_launch.gemm_launch)(
                         consts, m, n, k, gpu.sms)
                     rep = find_kernel(reports, launch.kernel, dtype, variant, group, launch.config)
-                    row = _launch_row(gpu, rep, launch, m, n, k, group)
-                    row["predicted_us"] = row["time"]["total_us"]
-                    row["predicted_us_no_launch"] = round(row["time"]["total_us"] - gpu.launch_overhead_us, 3)
-                row = {**base, **row}
-                row["littles_law_bytes_per_sm"] = round(little)
+                    extra, extra_no_launch, suffix = 0.0, 0.0, ""
+                row = {"arch": arch, "gpu": gpu.name, "hbm_tbps": gpu.hbm_tbps, "shape": f"{n}x{k}", "n": n, "k": k,
+                       "m": m, "path": path, "dtype": dtype, "variant": variant, "group_size": group,
+                       **_launch_row(gpu, rep, launch, m, n, k, group)}
+                row["kernel"] += suffix
+                row["predicted_us"] = round(row["time"]["total_us"] + extra, 3)
+                row["predicted_us_no_launch"] = round(row["time"]["total_us"] - gpu.launch_overhead_us + extra_no_launch, 3)
+                row["littles_law_bytes_per_sm"] = round(littles_law_bytes_per_sm(gpu))
                 row["fp16_ideal_us"] = round(fp16, 3)
                 row["predicted_speedup_vs_fp16"] = round(fp16 / row["predicted_us"], 3)
                 row["predicted_speedup_vs_fp16_no_launch"] = round(fp16_no_launch / row["predicted_us_no_launch"], 3)
@@ -227,14 +224,6 @@ def acceptance(row: dict) -> dict:
             "all": all(v for v in checks.values() if v is not None)}
 
 
-def _current_table_pick(m: int) -> str | None:
-    try:
-        from awq_ext.kernels.ops import choose_path
-    except ImportError:  # torch missing: the model itself needs no torch
-        return None
-    return choose_path(m)
-
-
 def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str = "awq", group: int = 128,
                workers: int | None = None, csrc: Path = CSRC_DIR) -> dict:
     """The whole model for the kernels in ``csrc`` (default: this checkout's)."""
@@ -249,7 +238,7 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
     consts = static_launch.read_constants(csrc)
     cache_dir = cache_root() / "static"
     workers = workers or min(4, os.cpu_count() or 1)
-    payload: dict = {"mode": "static", "note": PREDICTED, "csrc": str(csrc),
+    payload: dict = {"mode": "static", "note": PREDICTED, "csrc": "csrc/" if csrc == CSRC_DIR else str(csrc),
                      "kernel_source_hash": source_hash() if csrc == CSRC_DIR else None,
                      "git_commit": _git_commit(csrc), "nvcc": _first_line([tools.nvcc, "--version"], last=True),
                      "shape_convention": "NxK: N = out_features, K = in_features; y[M, N] = x[M, K] @ W[N, K]^T",
@@ -283,7 +272,7 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
         for r in rows:
             r["dispatch_pick"] = pick(table, r["m"])
             r["chosen"] = r["path"] == r["dispatch_pick"]
-            r["current_table_pick"] = _current_table_pick(r["m"])
+            r["current_table_pick"] = choose_path(r["m"])
             r["acceptance"] = acceptance(r) if r["chosen"] else None
         payload["rows"] += rows
         payload["dispatch"][arch] = {"gpu": gpu.name, "derived_table": table,
