@@ -103,8 +103,9 @@ def correctness_case(c: dict, weights: WeightCache, gen: torch.Generator) -> dic
             "poisoned_block_reused": y.data_ptr() == ptr}
 
 
-def graph_time_us(calls: list, reps: int = 7) -> tuple[float, str]:
-    """Median per-call time over ``reps`` replays of a graph of back-to-back calls (one per weight copy)."""
+def graph_time_us(calls: list, reps: int = 7) -> tuple[float, str, float]:
+    """Median per-call time over ``reps`` replays of a graph of back-to-back calls (one per weight copy), the
+    mode, and the spread (max - min over the replays: differences below it are noise)."""
     for c in calls:  # warm-up; also allocates split-K counters outside capture
         c()
     torch.cuda.synchronize()
@@ -133,7 +134,8 @@ def graph_time_us(calls: list, reps: int = 7) -> tuple[float, str]:
         b.record()
         b.synchronize()
         times.append(a.elapsed_time(b) * 1000 / per_graph)
-    return statistics.median(times[2:]), mode
+    kept = times[2:]
+    return statistics.median(kept), mode, max(kept) - min(kept)
 
 
 class TimingWeights:
@@ -162,17 +164,17 @@ class TimingWeights:
 
 def timing_case(c: dict, cache: WeightCache, gen: torch.Generator) -> dict:
     if c["kind"] == "ceilings":
-        x = torch.empty(2**28, dtype=torch.uint8, device="cuda")  # 256 MiB
+        x = torch.randint(0, 256, (2**28,), dtype=torch.uint8, device="cuda")  # 256 MiB of random bytes
         y = torch.empty_like(x)
-        t, _ = graph_time_us([lambda: y.copy_(x)], reps=5)
+        t, _, _ = graph_time_us([lambda: y.copy_(x)], reps=5)
         a = torch.randn(8192, 8192, dtype=torch.float16, device="cuda")
-        t2, _ = graph_time_us([lambda: a @ a], reps=5)
+        t2, _, _ = graph_time_us([lambda: a @ a], reps=5)
         return {"status": "ok", "copy_GBps": round(2 * x.numel() / (t * 1e-6) / 1e9, 1),
                 "fp16_matmul_TFLOPs": round(2 * 8192**3 / (t2 * 1e-6) / 1e12, 1)}
     if c["kind"] == "launch_overhead":
         z = torch.zeros(1, device="cuda")
-        t, mode = graph_time_us([lambda: z.add_(1)], reps=9)
-        return {"status": "ok", "us_per_launch": round(t, 3), "mode": mode,
+        t, mode, spread = graph_time_us([lambda: z.add_(1)], reps=9)
+        return {"status": "ok", "us_per_launch": round(t, 3), "spread_us": round(spread, 3), "mode": mode,
                 "note": "a 1-element kernel back to back in a graph: the static model assumes 2 us"}
     n, k, m, meth = c["n"], c["k"], c["m"], c["method"]
     w = cache.get((n, k), lambda: TimingWeights(n, k, gen))
@@ -193,9 +195,9 @@ def timing_case(c: dict, cache: WeightCache, gen: torch.Generator) -> dict:
         p = None if path == "dispatch" else path
         calls = [(lambda i: lambda: w4a16_linear(x, pool[i], g, n, k, path=p))(i) for i in range(w.cp4)]
         wbytes = n * k // 2 + 2 * (k // g) * n * 2
-    t, mode = graph_time_us(calls)
+    t, mode, spread = graph_time_us(calls)
     moved = wbytes + 2 * m * k + 2 * m * n
-    return {"status": "ok", **_ids(c), "us": round(t, 3), "GBps": round(moved / (t * 1e-6) / 1e9, 1),
+    return {"status": "ok", **_ids(c), "us": round(t, 3), "spread_us": round(spread, 3), "GBps": round(moved / (t * 1e-6) / 1e9, 1),
             "TFLOPs": round(2 * m * n * k / (t * 1e-6) / 1e12, 3), "mode": mode}
 
 
