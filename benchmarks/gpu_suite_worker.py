@@ -205,35 +205,39 @@ def _ids(c: dict) -> dict:
     return {k: c[k] for k in ("shape", "n", "k", "m", "method") if k in c}
 
 
+def run_cases(cases: list[dict], run, out: Stream, alive=context_alive) -> int:  # noqa: ANN001
+    """Each case between a case_start and a case record. An exception fails its case; if the CUDA context
+    is dead after it, the case is recorded as a fault and EXIT_FAULT returned (the orchestrator restarts)."""
+    for c in cases:
+        out.add({"type": "case_start", "id": c["id"]})
+        t0 = time.monotonic()
+        fault = False
+        try:
+            rec = run(c)
+        except Exception as exc:  # noqa: BLE001 - one case fails, the next one runs
+            fault = not alive()
+            rec = {"status": "fault" if fault else "error", "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                   "traceback": traceback.format_exc()[-2000:]}
+        out.add({"type": "case", "id": c["id"], **{k: c[k] for k in c if k != "id"}, **rec,
+                 "seconds": round(time.monotonic() - t0, 3)})
+        if fault:
+            return EXIT_FAULT
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, cases_path, results_path, step = argv
     if not torch.cuda.is_available():
         print("gpu_suite_worker: no CUDA GPU visible (torch.cuda.is_available() is False)", file=sys.stderr)
         return 4
     cases = json.loads(Path(cases_path).read_text())
-    out = Stream(Path(results_path), step)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     gen = torch.Generator(device="cuda").manual_seed(time.time_ns() % 2**63)  # fresh inputs every run
     cache = WeightCache()
     run = correctness_case if mode == "correctness" else timing_case
-    for c in cases:
-        out.add({"type": "case_start", "id": c["id"]})
-        t0 = time.monotonic()
-        try:
-            rec = run(c, cache, gen)
-        except Exception as exc:  # noqa: BLE001 - one case fails, the next one runs
-            alive = context_alive()
-            rec = {"status": "error" if alive else "fault", "error": f"{type(exc).__name__}: {str(exc)[:500]}",
-                   "traceback": traceback.format_exc()[-2000:]}
-            if not alive:
-                out.add({"type": "case", "id": c["id"], **{k: c[k] for k in c if k != "id"}, **rec,
-                         "seconds": round(time.monotonic() - t0, 3)})
-                return EXIT_FAULT
-        out.add({"type": "case", "id": c["id"], **{k: c[k] for k in c if k != "id"}, **rec,
-                 "seconds": round(time.monotonic() - t0, 3)})
-    return 0
+    return run_cases(cases, lambda c: run(c, cache, gen), Stream(Path(results_path), step))
 
 
 if __name__ == "__main__":

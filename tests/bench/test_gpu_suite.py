@@ -183,6 +183,31 @@ def test_a_torn_last_line_costs_only_itself(gs, tmp_path):
     assert [r["id"] for r in res.read()] == ["a", "b"]
 
 
+def test_worker_loop_isolates_cases(gs, tmp_path):
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("gpu_suite_worker", SUITE_PATH.with_name("gpu_suite_worker.py"))
+    wk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wk)
+    cases = [{"id": f"c{i}", "m": i} for i in range(6)]
+    dead = {"now": False}
+
+    def run(c):
+        if c["id"] == "c1":
+            raise ValueError("a bad case")  # an ordinary exception: the context is fine
+        if c["id"] == "c3":
+            dead["now"] = True
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {"status": "ok"}
+
+    out = wk.Stream(tmp_path / "r.jsonl", "correctness")
+    rc = wk.run_cases(cases, run, out, alive=lambda: not dead["now"])
+    recs = gs.Results(tmp_path / "r.jsonl").read()
+    final = [(r["id"], r["status"]) for r in recs if r["type"] == "case"]
+    assert rc == wk.EXIT_FAULT
+    assert final == [("c0", "ok"), ("c1", "error"), ("c2", "ok"), ("c3", "fault")]  # c4, c5: a fresh process
+    assert all(r["step"] == "correctness" for r in recs)
+
+
 def test_sanitizer_summary_parsing(gs):
     assert gs.sanitizer_errors("========= ERROR SUMMARY: 0 errors\n") == 0
     assert gs.sanitizer_errors("========= ERROR SUMMARY: 3 errors\n") == 3
