@@ -1,467 +1,510 @@
-"""Everything that needs a GPU, in one command (DESIGN.md §4):
+"""Everything that needs a GPU, in one short device call (issue 17):
 
-    python benchmarks/gpu_suite.py OUT_DIR [--quick] [--budget-s 540]
+    bash benchmarks/gpu_suite.sh --prebuild          # HERE, no GPU: the CMake checker for sm_90, cudart static
+    bash benchmarks/gpu_suite.sh OUT [--smoke]       # THERE: carry build/gpu_suite/w4a16_check
+    bash benchmarks/gpu_suite.sh OUT --dry-run       # the plan (steps, time budgets) as JSON; runs nothing
 
-On a bare GPU machine (a CUDA torch, nvcc, ninja; no network): JIT-builds the kernels, runs the
-correctness sweep against an fp32 reference, compute-sanitizer memcheck on a small case, and the kernel
-timing table; writes ``OUT_DIR/gpu_suite.json`` (environment, every figure) after every stage, plus PNG
-plots when matplotlib is importable. Exit status 1 when any correctness case or the sanitizer fails.
+Stages run one after another; inside a stage, lanes run side by side (the JIT build beside the
+sanitizer runs); every step has its own time budget, and the plan's budgets add up to at most
+``LIMIT_S`` (6 min; ``--smoke``: 90 s). A step is a list of cases:
+  * command steps run each case as its own subprocess under the step's remaining time;
+  * worker steps (correctness, timing: separate processes, so a fault in one never touches the other)
+    run their cases in one Python process (benchmarks/gpu_suite_worker.py) that writes a ``case_start``
+    record before and a ``case`` record after each case. When that process dies (a CUDA fault kills the
+    context), stops writing for ``case_timeout_s`` (a hang) or runs out of time, the case it was on is
+    recorded as crashed / timeout and a fresh process resumes with the next case: one fault loses one case,
+    never the stage.
+Every record is appended to ``OUT/results.jsonl`` the moment it exists. ``OUT`` ends with at most 8 files:
+results.jsonl, summary.json (plan, step outcomes, counts, measured vs the static model's prediction),
+suite.log, logs.tar.gz (every step's full log and whatever else the steps wrote).
 
-Correctness: fresh random codes/scales/zeros per (shape, dtype, G, variant) and fresh activations per M;
-reference = x (fp32) @ W^T (fp32, TF32 off) with W rounded once to the activation dtype - what the packed
-format means; relative error ||out - ref|| / ||ref||. Outputs are poisoned: before every call a NaN-filled
-block of the output's size is freed into the caching allocator, which hands that block to the op's output
-(the JSON counts how often the poisoned block was reused); a non-finite output fails the case.
-
-Timing: CUDA graphs of back-to-back calls (no host overhead), weights rotated over enough copies to
-exceed 2x the L2 size, warm-up, median of several replays; GB/s and TFLOP/s against measured ceilings.
+This module needs no torch and no GPU (the plan and the orchestration are tested on CPU with a fake
+runner: tests/bench/test_gpu_suite.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
+import re
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
+import threading
 import time
-import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
+from typing import Callable, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+PREBUILT = REPO / "build" / "gpu_suite" / "w4a16_check"
+STATIC_JSON = REPO / "benchmarks" / "results" / "static" / "static_sm90.json"
+LIMIT_S = {"full": 360.0, "smoke": 90.0}
+OUTPUT_FILES = ("results.jsonl", "summary.json", "suite.log", "logs.tar.gz")
+FINALIZE_S = 5.0  # summary.json + logs.tar.gz after the last stage
 
-from awq_ext import kernels  # noqa: E402
-from awq_ext.kernels.ops import DISPATCH_TABLE, w4a16_linear  # noqa: E402
-from awq_ext.pack.kernel_layout import pack_kernel  # noqa: E402
+# ---- what runs ----------------------------------------------------------------------------------------
 
-M_SWEEP = (1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 31, 64, 127, 128, 255, 256, 1024, 4096)
+# Checker problems: M N K G DTYPE GIDX (small: compute-sanitizer slows kernels down 10-100x).
+CHECKER_CASES = (("5", "200", "384", "64", "f16", "0"), ("17", "136", "256", "32", "bf16", "1"),
+                 ("64", "264", "1024", "128", "f16", "0"), ("1", "4096", "4096", "128", "bf16", "0"))
+SANITIZER_CASES = CHECKER_CASES[:3]
 # (name, N = out_features, K = in_features)
-SHAPES = (
-    ("llama7b.qkv", 4096, 4096), ("llama7b.up", 11008, 4096), ("llama7b.down", 4096, 11008),
-    ("llama13b.qkv", 5120, 5120), ("llama13b.up", 13824, 5120), ("llama13b.down", 5120, 13824),
-    ("llama70b.q", 8192, 8192), ("llama70b.kv", 1024, 8192), ("llama70b.up", 28672, 8192),
-    ("llama70b.down", 8192, 28672),
-    ("odd.136x384", 136, 384), ("odd.296x640", 296, 640), ("odd.24x4160", 24, 4160),
-    ("smollm2.qkv", 576, 576), ("smollm2.up", 1536, 576), ("smollm2.down", 576, 1536),
-)
-BIG = {"llama70b.up", "llama70b.down", "llama70b.q", "llama13b.up", "llama13b.down"}
-GROUPS = (32, 64, 128)
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-TOL = {"fp16": 2e-3, "bf16": 1e-2}
-BENCH_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-BENCH_SHAPES = (("llama7b.up", 11008, 4096), ("llama7b.down", 4096, 11008), ("llama7b.qkv", 4096, 4096),
-                ("llama70b.up", 28672, 8192))
+CORRECTNESS_SHAPES = (("odd.136x384", 136, 384), ("odd.296x640", 296, 640), ("odd.24x4160", 24, 4160),
+                      ("smollm2.qkv", 576, 576), ("llama7b.up", 11008, 4096), ("llama7b.down", 4096, 11008))
+CORRECTNESS_M = (1, 2, 3, 5, 8, 15, 16, 17, 31, 64, 127, 256)
+TIMING_SHAPES = (("llama7b.down", 4096, 11008), ("llama7b.up", 11008, 4096), ("llama7b.qkv", 4096, 4096))
+TIMING_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+TIMING_METHODS = ("cublas_fp16", "awq_gemv", "awq_gemm", "awq_dequant_cublas", "awq_dispatch", "gptq_r_gemv",
+                  "gptq_r_gemm", "torch_int4pack")
 
 
-class Suite:
-    def __init__(self, out: Path, budget_s: float, quick: bool) -> None:
-        self.out, self.quick = out, quick
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + budget_s
-        self.result: dict = {"stages": {}}
-        self.failed = False
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def save(self) -> None:
-        self.result["elapsed_s"] = round(time.monotonic() - self.t0, 1)
-        tmp = self.out / "gpu_suite.json.tmp"
-        tmp.write_text(json.dumps(self.result, indent=1, default=str))
-        os.replace(tmp, self.out / "gpu_suite.json")
-
-    def stage(self, name: str, fn) -> None:  # noqa: ANN001
-        start = time.monotonic()
-        print(f"== {name}", flush=True)
-        try:
-            self.result["stages"][name] = {"status": "ok", **(fn() or {})}
-        except Exception as exc:  # noqa: BLE001 - a stage failure is recorded, the suite goes on
-            self.failed = True
-            self.result["stages"][name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
-                                           "traceback": traceback.format_exc()[-4000:]}
-            print(self.result["stages"][name]["traceback"], flush=True)
-        self.result["stages"][name]["seconds"] = round(time.monotonic() - start, 1)
-        self.save()
-
-
-def _cmd(args: list[str], **kw) -> str:  # noqa: ANN003
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False, **kw).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unavailable"
-
-
-def environment() -> dict:
-    props = torch.cuda.get_device_properties(0)
-    commit = os.environ.get("AWQ_EXT_COMMIT") or _cmd(["git", "-C", str(REPO), "rev-parse", "HEAD"]) or "unknown"
-    return {
-        "gpu": props.name, "sm_count": props.multi_processor_count,
-        "compute_capability": f"{props.major}.{props.minor}", "memory_gib": round(props.total_memory / 2**30, 1),
-        "l2_bytes": getattr(props, "L2_cache_size", None),
-        "driver": _cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
-        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "nvcc": _cmd([str((kernels.toolkit_root() or Path("/usr/local/cuda")) / "bin" / "nvcc"), "--version"]).splitlines()[-1:],
-        "git_commit": commit, "kernel_source_hash": kernels.source_hash(), "dispatch_table": DISPATCH_TABLE,
-    }
-
-
-# ---- correctness ----------------------------------------------------------------------------------------
-
-def random_weight(n: int, k: int, g: int, dtype: torch.dtype, gidx: bool, gen: torch.Generator):
-    dev = "cuda"
-    q = torch.randint(0, 16, (n, k), device=dev, dtype=torch.int32, generator=gen)
-    ng = k // g
-    scales = (torch.rand(n, ng, device=dev, generator=gen) * 0.02 + 1e-3) / math.sqrt(k / 128)
-    zeros = torch.randint(0, 16, (n, ng), device=dev, generator=gen).float()
-    g_idx = (torch.randperm(k, device=dev, generator=gen) // g).to(torch.int32) if gidx else None
-    packed = pack_kernel(q, scales, zeros, g, g_idx=g_idx, dtype=dtype)
-    gi = g_idx.long() if gidx else torch.arange(k, device=dev) // g
-    s_dt = scales.to(dtype).float()
-    w_ref = ((q.float() - zeros[:, gi]) * s_dt[:, gi]).to(dtype).float()  # rounded once, as the kernels do
-    return packed, w_ref
-
-
-def poisoned_call(fn, m: int, n: int, dtype: torch.dtype):  # noqa: ANN001
-    poison = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
-    ptr = poison.data_ptr()
-    del poison  # the block goes back to the caching allocator; the op's output usually gets it
-    y = fn()
-    return y, y.data_ptr() == ptr
-
-
-def correctness(s: Suite) -> dict:
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
-    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
-    cases, worst, skipped = [], {}, []
-    poison_hits = poison_total = 0
-    gen = torch.Generator(device="cuda").manual_seed(int(time.time()))  # fresh inputs every run
-    shapes = SHAPES if not s.quick else tuple(x for x in SHAPES if x[0] not in BIG)
-    m_list = M_SWEEP if not s.quick else (1, 3, 8, 16, 17, 64, 255)
-    for name, n, k in shapes:
-        for dname, dtype in DTYPES.items():
-            for g in GROUPS:
+def correctness_cases() -> list[dict]:
+    cases = []
+    for name, n, k in CORRECTNESS_SHAPES:
+        for dtype in ("fp16", "bf16"):
+            for g in (32, 64, 128):
                 if k % g:
                     continue
                 for variant in ("awq", "gptq_r"):
-                    if s.left() < 200:  # keep time for the sanitizer and the benchmark
-                        skipped.append(f"{name}/{dname}/g{g}/{variant}: time budget")
-                        continue
-                    packed, w_ref = random_weight(n, k, g, dtype, variant == "gptq_r", gen)
-                    for m in m_list:
-                        if name in BIG and m > 1024 and variant == "gptq_r":
-                            continue  # the slow reordered kernel at prefill sizes: covered by the smaller shapes
-                        x = torch.randn(m, k, device="cuda", generator=gen).to(dtype)
-                        ref = x.float() @ w_ref.t()
-                        paths = (["gemv"] if m <= 8 else []) + ["gemm", "dequant_cublas"]
-                        for path in paths:
-                            y, hit = poisoned_call(lambda: w4a16_linear(x, packed, g, n, k, path=path), m, n, dtype)
-                            poison_hits += hit
-                            poison_total += 1
-                            finite = bool(torch.isfinite(y).all())
-                            err = float((y.float() - ref).norm() / ref.norm().clamp_min(1e-30))
-                            ok = finite and err < TOL[dname]
-                            key = f"{dname}/{variant}/{path}"
-                            worst[key] = max(worst.get(key, 0.0), err if finite else float("inf"))
-                            if not ok:
-                                s.failed = True
-                            cases.append({"shape": name, "n": n, "k": k, "m": m, "dtype": dname, "g": g,
-                                          "variant": variant, "path": path, "rel_err": err, "finite": finite,
-                                          "ok": ok})
-                    del packed, w_ref
-                    torch.cuda.empty_cache()
-    n_fail = sum(not c["ok"] for c in cases)
-    print(f"   {len(cases)} cases, {n_fail} failed; worst relative error per path: {worst}", flush=True)
-    return {"cases": len(cases), "failed": n_fail, "failures": [c for c in cases if not c["ok"]][:200],
-            "worst_rel_err": worst, "tolerance": TOL, "poisoned_output_reused": f"{poison_hits}/{poison_total}",
-            "skipped": skipped, "all_cases": cases}
+                    for m in CORRECTNESS_M:
+                        for path in ("gemv", "gemm", "dequant_cublas"):
+                            if path == "gemv" and m > 8:
+                                continue
+                            cases.append({"id": f"{name}/{dtype}/g{g}/{variant}/m{m}/{path}", "shape": name, "n": n,
+                                          "k": k, "dtype": dtype, "g": g, "variant": variant, "m": m, "path": path})
+    return cases
 
 
-# ---- compute-sanitizer --------------------------------------------------------------------------------
+def timing_cases() -> list[dict]:
+    cases = [{"id": "ceilings", "kind": "ceilings"}, {"id": "launch_overhead", "kind": "launch_overhead"}]
+    for name, n, k in TIMING_SHAPES:
+        for m in TIMING_M:
+            for meth in TIMING_METHODS:
+                if meth.endswith("gemv") and m > 8:
+                    continue
+                cases.append({"id": f"{name}/m{m}/{meth}", "kind": "time", "shape": name, "n": n, "k": k, "m": m,
+                              "method": meth})
+    return cases
+
+
+@dataclass
+class Step:
+    name: str
+    budget_s: float
+    what: str
+    kind: str                       # "command" | "worker" | "checker_build"
+    cases: list[dict] = field(default_factory=list)  # command: {"id", "argv"}; worker: case dicts
+    needs: tuple[str, ...] = ()
+    case_timeout_s: float = 0.0     # worker steps: no record for this long = a hang
+    worker: str = ""                # worker steps: the worker's mode ("correctness" | "timing")
+
+    def plan_entry(self) -> dict:
+        return {"name": self.name, "budget_s": self.budget_s, "what": self.what, "cases": len(self.cases),
+                "needs": list(self.needs), **({"case_timeout_s": self.case_timeout_s} if self.kind == "worker" else {})}
+
 
 def find_sanitizer() -> str | None:
-    root = kernels.toolkit_root()
-    for cand in ([root / "bin" / "compute-sanitizer", root / "compute-sanitizer" / "compute-sanitizer"] if root else []):
-        if cand.exists():
-            return str(cand)
-    return shutil.which("compute-sanitizer")
+    for cand in (shutil.which("compute-sanitizer"), "/usr/local/cuda/bin/compute-sanitizer",
+                 "/usr/local/cuda/compute-sanitizer/compute-sanitizer"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
 
 
-SMALL_CASE = """
-import sys, torch
-sys.path.insert(0, {repo!r})
-from awq_ext.kernels.ops import w4a16_linear
-from awq_ext.pack.kernel_layout import pack_kernel
-for gidx in (False, True):
-    for dtype in (torch.float16, torch.bfloat16):
-        n, k, g = 136, 384, 64
-        q = torch.randint(0, 16, (n, k), dtype=torch.int32, device="cuda")
-        s = torch.rand(n, k // g, device="cuda") * 0.01
-        z = torch.randint(0, 16, (n, k // g), device="cuda").float()
-        gi = (torch.randperm(k, device="cuda") // g).int() if gidx else None
-        p = pack_kernel(q, s, z, g, g_idx=gi, dtype=dtype)
-        for m, path in ((3, "gemv"), (5, "gemm"), (40, "gemm"), (130, "gemm"), (7, "dequant_cublas")):
-            y = w4a16_linear(torch.randn(m, k, device="cuda", dtype=dtype), p, g, n, k, path=path)
-torch.cuda.synchronize()
-print("small case done")
-"""
+def build_plan(mode: str, checker: str = "{checker}", sanitizer: str = "{compute-sanitizer}",
+               python: str = sys.executable) -> list[list[list[Step]]]:
+    """Stages -> lanes -> steps. Command argv name the checker and compute-sanitizer by the given paths."""
+    smoke = mode == "smoke"
+    env_step = Step("environment", 10, "nvidia-smi, python/torch/nvcc versions, the commit", "command", [
+        {"id": "nvidia-smi", "argv": ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,"
+                                      "clocks.sm,clocks.mem,power.limit", "--format=csv"]},
+        {"id": "torch", "argv": [python, "-c", "import torch, sys; p = torch.cuda.get_device_properties(0); "
+                                 "print(sys.version.split()[0], torch.__version__, torch.version.cuda, p.name, "
+                                 "p.multi_processor_count, p.L2_cache_size)"]},
+        {"id": "nvcc", "argv": ["nvcc", "--version"]}])
+    build = Step("checker_build", 45, "use the prebuilt torch-free checker if it runs here, else cmake-build it "
+                 "(sm_90, static cudart)", "checker_build", [{"id": "w4a16_check"}])
+    probs = CHECKER_CASES[:1] if smoke else CHECKER_CASES
+    check = Step("checker", 10 if smoke else 15, "w4a16_check: GEMV/GEMM/dequant vs an fp64 CPU reference, poisoned "
+                 "outputs", "command", [{"id": " ".join(p), "argv": [checker, *p]} for p in probs], ("checker_build",))
+    san = SANITIZER_CASES[:1] if smoke else SANITIZER_CASES
+    memcheck = Step("memcheck", 10 if smoke else 40, "compute-sanitizer memcheck (leak check) on the checker: "
+                    "cudaMalloc'd buffers, no caching allocator to hide overruns", "command",
+                    [{"id": " ".join(p), "argv": [sanitizer, "--tool", "memcheck", "--leak-check", "full",
+                                                  "--error-exitcode", "99", checker, *p]} for p in san], ("checker_build",))
+    racecheck = Step("racecheck", 10 if smoke else 50, "compute-sanitizer racecheck (shared-memory hazards) on the "
+                     "checker", "command",
+                     [{"id": " ".join(p), "argv": [sanitizer, "--tool", "racecheck", "--racecheck-report", "all",
+                                                   "--error-exitcode", "99", checker, *p]} for p in san],
+                     ("checker_build",))
+    lane_checker = [env_step, build, check, memcheck, racecheck]
+    if smoke:
+        return [[lane_checker]]
+    jit = Step("jit_build", 150, "JIT-build the torch extension for this GPU (awq_ext.kernels.load)", "command",
+               [{"id": "awq_ext.kernels.load", "argv": [python, "-c", "from awq_ext import kernels; "
+                                                        "print(kernels.load(verbose=True).__file__)"]}])
+    corr = Step("correctness", 80, "every path x M x dtype x G x AWQ/GPTQ-R vs an fp32 reference (fresh random "
+                "inputs, poisoned outputs), one case per call", "worker", correctness_cases(), ("jit_build",),
+                case_timeout_s=30, worker="correctness")
+    timing = Step("timing", 100, "CUDA-graph timings (weights rotated past 2x L2) of cuBLAS FP16 and every W4A16 path; "
+                  "copy bandwidth; launch overhead", "worker", timing_cases(), ("jit_build",), case_timeout_s=30,
+                  worker="timing")
+    return [[lane_checker, [jit]], [[corr]], [[timing]]]
 
 
-def sanitizer(s: Suite) -> dict:
-    tool = find_sanitizer()
-    if tool is None:
-        s.failed = True
-        return {"status_detail": "compute-sanitizer not found (toolkit bin/ or PATH)", "errors": None}
-    runs = []
-    cmake = shutil.which("cmake")
-    build = s.out / "cmake-build"
-    if cmake:
-        cc = torch.cuda.get_device_capability()
-        arch = f"{cc[0]}{cc[1]}"
-        env = {**os.environ, "CUDACXX": str((kernels.toolkit_root() or Path("/usr/local/cuda")) / "bin" / "nvcc")}
-        gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-        cfg = subprocess.run([cmake, "-S", str(REPO), "-B", str(build), *gen, f"-DCMAKE_CUDA_ARCHITECTURES={arch}"],
-                             capture_output=True, text=True, env=env, check=False)
-        bld = subprocess.run([cmake, "--build", str(build), "-j", str(os.cpu_count() or 4)], capture_output=True,
-                             text=True, env=env, check=False) if cfg.returncode == 0 else cfg
-        if bld.returncode == 0:
-            for args in (["5", "200", "384", "64", "f16", "0"], ["17", "136", "256", "32", "bf16", "1"],
-                         ["64", "264", "1024", "128", "f16", "0"]):
-                runs.append(["--tool", "memcheck", str(build / "w4a16_check"), *args])
-        else:
-            runs.append(None)
-            print("   cmake build failed, falling back to python:", bld.stderr[-2000:], flush=True)
-    script = s.out / "sanitizer_small_case.py"
-    script.write_text(SMALL_CASE.format(repo=str(REPO)))
-    runs.append(["--tool", "memcheck", "--target-processes", "all", sys.executable, str(script)])
-    results = []
-    for r in runs:
-        if r is None:
-            continue
-        res = subprocess.run([tool, *r], capture_output=True, text=True, timeout=max(60, min(300, s.left() - 150)),
-                             check=False)
-        text = res.stdout + res.stderr
-        summary = [ln for ln in text.splitlines() if "ERROR SUMMARY" in ln]
-        errors = sum(int(ln.split("ERROR SUMMARY:")[1].split()[0]) for ln in summary) if summary else None
-        ok = res.returncode == 0 and errors == 0
-        if not ok:
-            s.failed = True
-        results.append({"cmd": " ".join(r[2:]), "returncode": res.returncode, "errors": errors, "ok": ok,
-                        "tail": text[-1500:]})
-        print(f"   {' '.join(r[2:])[:90]}: rc={res.returncode} errors={errors}", flush=True)
-    return {"tool": tool, "runs": results}
+def plan_json(stages: list[list[list[Step]]], mode: str) -> dict:
+    out = []
+    for i, lanes in enumerate(stages):
+        budgets = [sum(s.budget_s for s in lane) for lane in lanes]
+        out.append({"stage": i, "budget_s": max(budgets), "lanes": [[s.plan_entry() for s in lane] for lane in lanes]})
+    total = sum(s["budget_s"] for s in out) + FINALIZE_S
+    return {"mode": mode, "stages": out, "finalize_s": FINALIZE_S, "total_budget_s": total, "limit_s": LIMIT_S[mode],
+            "fits": total <= LIMIT_S[mode], "outputs": list(OUTPUT_FILES)}
 
 
-# ---- timing -------------------------------------------------------------------------------------------
+# ---- how it runs --------------------------------------------------------------------------------------
 
-def graph_time_us(make_call, copies: int, reps: int = 7) -> tuple[float, str]:  # noqa: ANN001
-    """Median per-call time over `reps` graph replays of `copies` back-to-back calls (one per weight copy)."""
-    calls = [make_call(i) for i in range(copies)]
-    for c in calls:  # warm-up (also allocates split-K counters outside capture)
-        c()
-    torch.cuda.synchronize()
-    per_graph = max(copies, 20 // copies * copies)
-    try:
-        g = torch.cuda.CUDAGraph()
-        stream = torch.cuda.Stream()
-        with torch.cuda.stream(stream):
-            for c in calls:
-                c()
-            torch.cuda.synchronize()
-            with torch.cuda.graph(g, stream=stream):
-                for i in range(per_graph):
-                    calls[i % copies]()
-        mode = "cuda_graph"
-        run = g.replay
-    except RuntimeError as exc:
-        mode = f"eager ({exc.__class__.__name__})"
-
-        def run() -> None:
-            for i in range(per_graph):
-                calls[i % copies]()
-    times = []
-    for _ in range(reps + 2):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        run()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / per_graph)
-    return statistics.median(times[2:]), mode
+@dataclass
+class Outcome:
+    rc: int | None         # None when killed
+    timed_out: bool        # the step's time ran out
+    stalled: bool          # no progress for the idle timeout (a hang)
+    seconds: float
 
 
-def ceilings() -> dict:
-    x = torch.empty(2**28, dtype=torch.uint8, device="cuda")  # 256 MiB
-    y = torch.empty_like(x)
-    t, _ = graph_time_us(lambda i: (lambda: y.copy_(x)), 1, reps=5)
-    bw = 2 * x.numel() / (t * 1e-6) / 1e9
-    a = torch.randn(8192, 8192, dtype=torch.float16, device="cuda")
-    t2, _ = graph_time_us(lambda i: (lambda: a @ a), 1, reps=5)
-    return {"copy_GBps": round(bw, 1), "fp16_matmul_TFLOPs": round(2 * 8192**3 / (t2 * 1e-6) / 1e12, 1)}
+class Runner(Protocol):
+    def run(self, step: str, argv: list[str], timeout_s: float, log: Path, env: dict[str, str],
+            idle_timeout_s: float = 0.0, progress: Callable[[], int] | None = None) -> Outcome: ...
 
 
-def int4pack_setup(n: int, k: int, copies: int):
-    """torch's own int4 kernel (bf16 activations, G = 128), or the reason it is unavailable."""
-    if not hasattr(torch, "_weight_int4pack_mm"):
-        return None, "torch._weight_int4pack_mm not in this torch"
-    try:
-        outs = []
-        for _ in range(copies):
-            q = torch.randint(0, 16, (n, k), dtype=torch.int32, device="cuda")
+class ProcessRunner:
+    """Real subprocesses in their own process group (a timeout kills the whole tree)."""
+
+    def run(self, step: str, argv: list[str], timeout_s: float, log: Path, env: dict[str, str],
+            idle_timeout_s: float = 0.0, progress: Callable[[], int] | None = None) -> Outcome:
+        t0 = time.monotonic()
+        with open(log, "ab") as fh:
+            fh.write(f"$ {' '.join(argv)}\n".encode())
+            fh.flush()
             try:
-                packed = torch._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
-            except RuntimeError:
-                packed = torch._convert_weight_to_int4pack(q, 8)
-            sz = torch.rand(k // 128, n, 2, dtype=torch.bfloat16, device="cuda")
-            outs.append((packed, sz))
-        x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
-        torch._weight_int4pack_mm(x, outs[0][0], 128, outs[0][1])
-        return outs, None
-    except RuntimeError as exc:
-        return None, f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
-def benchmark(s: Suite, ceil: dict) -> dict:
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size if hasattr(torch.cuda.get_device_properties(0), "L2_cache_size") else 50 * 2**20
-    rows, notes = [], {}
-    shapes = BENCH_SHAPES if not s.quick else BENCH_SHAPES[:2]
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for name, n, k in shapes:
-        g = 128
-        w_bytes_fp16 = n * k * 2
-        w_bytes_int4 = n * k // 2 + 2 * (k // g) * n * 2
-        cp16 = max(2, math.ceil(2 * l2 / w_bytes_fp16))
-        cp4 = max(2, math.ceil(2 * l2 / w_bytes_int4))
-        wf = [torch.randn(n, k, dtype=torch.float16, device="cuda") for _ in range(cp16)]
-        awq = [random_weight(n, k, g, torch.float16, False, gen)[0] for _ in range(cp4)]
-        gptq = [random_weight(n, k, g, torch.float16, True, gen)[0] for _ in range(cp4)]
-        i4, i4_why = int4pack_setup(n, k, cp4)
-        notes[name] = {"weight_copies_fp16": cp16, "weight_copies_int4": cp4, "torch_int4": i4_why or "ok"}
-        for m in BENCH_M:
-            if s.left() < 20:
-                notes.setdefault("skipped", []).append(f"{name} m={m}: time budget")
-                continue
-            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
-            xb = x.bfloat16()
-            row = {"shape": name, "n": n, "k": k, "m": m}
-            methods = {"cublas_fp16": lambda i: (lambda: torch.matmul(x, wf[i % cp16].t()))}
-            for path in ("gemv", "gemm", "dequant_cublas"):
-                if path == "gemv" and m > 8:
-                    continue
-                methods[f"awq_{path}"] = (lambda p: lambda i: (lambda: w4a16_linear(x, awq[i], g, n, k, path=p)))(path)
-                if path != "dequant_cublas":
-                    methods[f"gptq_r_{path}"] = (lambda p: lambda i: (lambda: w4a16_linear(x, gptq[i], g, n, k, path=p)))(path)
-            methods["awq_dispatch"] = lambda i: (lambda: w4a16_linear(x, awq[i], g, n, k))
-            if i4 is not None:
-                methods["torch_int4pack"] = lambda i: (lambda: torch._weight_int4pack_mm(xb, i4[i][0], 128, i4[i][1]))
-            for meth, make in methods.items():
-                copies = cp16 if meth == "cublas_fp16" else cp4
+                proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                        start_new_session=True)
+            except OSError as exc:
+                fh.write(f"cannot start: {exc}\n".encode())
+                return Outcome(127, False, False, time.monotonic() - t0)
+            last, mark = progress() if progress else 0, time.monotonic()
+            while True:
                 try:
-                    t, mode = graph_time_us(make, copies)
-                except RuntimeError as exc:
-                    row[meth] = {"error": str(exc)[:200]}
-                    continue
-                wb = w_bytes_fp16 if meth == "cublas_fp16" else w_bytes_int4
-                moved = wb + 2 * m * k + 2 * m * n
-                row[meth] = {"us": round(t, 2), "GBps": round(moved / (t * 1e-6) / 1e9, 1),
-                             "TFLOPs": round(2 * m * n * k / (t * 1e-6) / 1e12, 2), "mode": mode}
-            base = row["cublas_fp16"].get("us") if isinstance(row.get("cublas_fp16"), dict) else None
-            for meth in list(methods):
-                r = row.get(meth)
-                if base and isinstance(r, dict) and "us" in r:
-                    r["speedup_vs_cublas"] = round(base / r["us"], 3)
-            best_awq = min((row[p]["us"], p) for p in ("awq_gemv", "awq_gemm", "awq_dequant_cublas")
-                           if isinstance(row.get(p), dict) and "us" in row[p])
-            row["best_awq_path"] = best_awq[1].removeprefix("awq_")
-            best_g = [row[p]["us"] for p in ("gptq_r_gemv", "gptq_r_gemm") if isinstance(row.get(p), dict) and "us" in row[p]]
-            if best_g:
-                row["reorder_free_vs_gptq_r"] = round(min(best_g) / best_awq[0], 3)
-            rows.append(row)
-            print(f"   {name} m={m}: " + ", ".join(f"{k2}={v['us']}us" for k2, v in row.items()
-                                                     if isinstance(v, dict) and "us" in v), flush=True)
-        del wf, awq, gptq, i4
-        torch.cuda.empty_cache()
-    # measured dispatch: per M, the path that won most shapes
-    measured = {}
-    for m in BENCH_M:
-        wins = [r["best_awq_path"] for r in rows if r["m"] == m]
-        if wins:
-            measured[m] = max(set(wins), key=wins.count)
-    return {"rows": rows, "notes": notes, "ceilings": ceil, "dispatch_measured": measured}
+                    rc = proc.wait(timeout=0.2)
+                    return Outcome(rc, False, False, time.monotonic() - t0)
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if progress is not None:
+                    cur = progress()
+                    if cur != last:
+                        last, mark = cur, now
+                stalled = idle_timeout_s > 0 and now - mark > idle_timeout_s
+                if now - t0 > timeout_s or stalled:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    fh.write(f"\nkilled: {'no progress for %.0f s' % idle_timeout_s if stalled else 'time budget'}\n".encode())
+                    return Outcome(None, not stalled, stalled, time.monotonic() - t0)
 
 
-def plots(s: Suite) -> dict:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return {"status_detail": "matplotlib not installed: no PNGs (the JSON holds every figure)"}
-    rows = s.result["stages"].get("benchmark", {}).get("rows", [])
-    files = []
-    for name in sorted({r["shape"] for r in rows}):
-        sub = [r for r in rows if r["shape"] == name]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-        meths = sorted({k for r in sub for k, v in r.items() if isinstance(v, dict) and "us" in v})
-        for meth in meths:
-            pts = [(r["m"], r[meth]["us"]) for r in sub if isinstance(r.get(meth), dict) and "us" in r[meth]]
-            ax1.plot(*zip(*pts), marker="o", label=meth)
-            sp = [(r["m"], r[meth]["speedup_vs_cublas"]) for r in sub
-                  if isinstance(r.get(meth), dict) and "speedup_vs_cublas" in r[meth]]
-            if sp and meth != "cublas_fp16":
-                ax2.plot(*zip(*sp), marker="o", label=meth)
-        for ax in (ax1, ax2):
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("M (tokens)")
-            ax.grid(True, alpha=0.3)
-        ax1.set_yscale("log")
-        ax1.set_ylabel("time per call (us)")
-        ax2.axhline(1.0, color="k", lw=0.8)
-        ax2.set_ylabel("speedup vs cuBLAS FP16")
-        ax1.legend(fontsize=7)
-        fig.suptitle(f"{name} (N={sub[0]['n']}, K={sub[0]['k']}) on {s.result['stages']['environment'].get('gpu')}")
-        fig.tight_layout()
-        path = s.out / f"bench_{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path.name)
-    return {"files": files}
+def append_record(path: Path, record: dict) -> None:
+    """Append one JSON line and flush. A writer killed mid-line leaves a torn last line: start on a new line
+    then, so the torn one is the only record lost."""
+    line = json.dumps({"t": round(time.time(), 3), **record}, default=str) + "\n"
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode())
+        fh.flush()
 
 
-def main() -> int:
+class Results:
+    """The JSONL stream: every record appended (and flushed) as soon as it exists."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.touch()
+
+    def add(self, record: dict) -> None:
+        with self._lock:
+            append_record(self.path, record)
+
+    def read(self) -> list[dict]:
+        with self._lock:
+            lines = self.path.read_text().splitlines()
+        out = []
+        for ln in lines:
+            try:
+                out.append(json.loads(ln))
+            except json.JSONDecodeError:
+                continue  # a worker killed mid-line leaves a torn last line
+        return out
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+_SUMMARY = re.compile(r"ERROR SUMMARY: (\d+) error")
+_HAZARDS = re.compile(r"RACECHECK SUMMARY: (\d+) hazard")
+
+
+def sanitizer_errors(text: str) -> int | None:
+    found = [int(x) for x in _SUMMARY.findall(text)] + [int(x) for x in _HAZARDS.findall(text)]
+    return sum(found) if found else None
+
+
+class Suite:
+    def __init__(self, out: Path, mode: str, runner: Runner, work: Path, python: str = sys.executable,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.out, self.mode, self.runner, self.python, self.clock = out, mode, runner, python, clock
+        self.work = work  # step logs and builds, outside OUT: the logs go into logs.tar.gz, never loose
+        self.work.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        self.results = Results(out / "results.jsonl")
+        self.status: dict[str, dict] = {}
+        self.checker = str(PREBUILT)
+        sanitizer = find_sanitizer() or "compute-sanitizer"
+        self.stages = build_plan(mode, checker="{checker}", sanitizer=sanitizer, python=python)
+        self.env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                    "PYTHONUNBUFFERED": "1", "MAX_JOBS": str(os.cpu_count() or 4),
+                    "AWQ_EXT_CACHE_DIR": os.environ.get("AWQ_EXT_CACHE_DIR", str(self.work / "awq_ext_cache"))}
+        self._log_lock = threading.Lock()
+
+    def log(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        with self._log_lock:
+            print(line, flush=True)
+            with open(self.out / "suite.log", "a") as fh:
+                fh.write(line + "\n")
+
+    # -- steps --
+    def run(self) -> int:
+        plan = plan_json(self.stages, self.mode)
+        self.results.add({"type": "plan", **plan})
+        self.log(f"plan: {plan['total_budget_s']:.0f} s of {plan['limit_s']:.0f} s; outputs {plan['outputs']}")
+        for lanes in self.stages:
+            threads = [threading.Thread(target=self._lane, args=(lane,)) for lane in lanes]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self._pack()
+        summary = self.summary(plan)
+        tmp = self.out / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1, default=str))
+        os.replace(tmp, self.out / "summary.json")
+        self._pack()
+        self.log(f"done: {summary['counts']}; passed={summary['passed']}")
+        return 0 if summary["passed"] else 1
+
+    def _lane(self, lane: list[Step]) -> None:
+        for step in lane:
+            missing = [n for n in step.needs if self.status.get(n, {}).get("status") != "ok"]
+            if missing:
+                self._finish(step, "skipped", 0.0, f"needs {missing}")
+                for c in step.cases:
+                    self.results.add({"type": "case", "step": step.name, "id": c["id"], "status": "skipped",
+                                      "why": f"step needs {missing}"})
+                continue
+            self.results.add({"type": "step_start", "step": step.name, "budget_s": step.budget_s})
+            self.log(f"== {step.name} (budget {step.budget_s:.0f} s, {len(step.cases)} cases)")
+            t0 = self.clock()
+            try:
+                status, detail = {"command": self._command, "worker": self._worker,
+                                  "checker_build": self._checker_build}[step.kind](step)
+            except Exception as exc:  # noqa: BLE001 - an orchestration bug loses the step, not the suite
+                status, detail = "error", f"{type(exc).__name__}: {exc}"
+            self._finish(step, status, self.clock() - t0, detail)
+
+    def _finish(self, step: Step, status: str, seconds: float, detail: str) -> None:
+        self.status[step.name] = {"status": status, "seconds": round(seconds, 1), "detail": detail,
+                                  "budget_s": step.budget_s}
+        self.results.add({"type": "step", "step": step.name, **self.status[step.name]})
+        self.log(f"   {step.name}: {status} in {seconds:.1f} s {detail}")
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        return [a.replace("{checker}", self.checker) for a in argv]
+
+    def _command(self, step: Step) -> tuple[str, str]:
+        deadline = self.clock() + step.budget_s
+        bad = 0
+        for c in step.cases:
+            left = deadline - self.clock()
+            if left <= 0:
+                self.results.add({"type": "case", "step": step.name, "id": c["id"], "status": "skipped",
+                                  "why": "step budget spent"})
+                bad += 1
+                continue
+            log = self.work / f"{step.name}.{_safe(c['id'])}.log"
+            o = self.runner.run(step.name, self._argv(c["argv"]), left, log, self.env)
+            text = log.read_text(errors="replace") if log.exists() else ""
+            rec = {"type": "case", "step": step.name, "id": c["id"], "rc": o.rc, "seconds": round(o.seconds, 2),
+                   "tail": text[-1500:]}
+            errors = 0
+            if step.name in ("memcheck", "racecheck"):  # no summary line parsed = not a pass
+                errors = rec["sanitizer_errors"] = sanitizer_errors(text)
+            ok = o.rc == 0 and errors == 0
+            rec["status"] = "timeout" if o.timed_out or o.stalled else ("ok" if ok else "fail")
+            bad += rec["status"] != "ok"
+            self.results.add(rec)
+        return ("ok" if bad == 0 else "fail"), f"{len(step.cases) - bad}/{len(step.cases)} ok"
+
+    def _checker_build(self, step: Step) -> tuple[str, str]:
+        probe = self.work / "checker_probe.log"
+        if PREBUILT.exists():
+            o = self.runner.run(step.name, [str(PREBUILT)], 10, probe, self.env)
+            if o.rc == 2:  # usage message: it loads and runs here
+                self.checker = str(PREBUILT)
+                self.results.add({"type": "case", "step": step.name, "id": "w4a16_check", "status": "ok",
+                                  "how": "prebuilt", "path": self.checker})
+                return "ok", "prebuilt binary runs"
+            self.log(f"   prebuilt checker does not run here (rc={o.rc}); building it")
+        build = self.work / "cmake-build"
+        deadline = self.clock() + step.budget_s
+        log = self.work / "checker_build.log"
+        for argv in (["cmake", "-S", str(REPO), "-B", str(build), "-G", "Ninja", "-DCMAKE_CUDA_ARCHITECTURES=90",
+                      "-DCMAKE_CUDA_RUNTIME_LIBRARY=Static"],
+                     ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 4), "--target", "w4a16_check"]):
+            o = self.runner.run(step.name, argv, max(1.0, deadline - self.clock()), log, self.env)
+            if o.rc != 0:
+                self.results.add({"type": "case", "step": step.name, "id": "w4a16_check", "status":
+                                  "timeout" if o.timed_out else "fail", "how": "cmake", "rc": o.rc})
+                return "fail", f"cmake failed (rc={o.rc}); see logs.tar.gz/{log.name}"
+        self.checker = str(build / "w4a16_check")
+        self.results.add({"type": "case", "step": step.name, "id": "w4a16_check", "status": "ok", "how": "cmake",
+                          "path": self.checker})
+        return "ok", "built here"
+
+    def _worker(self, step: Step) -> tuple[str, str]:
+        deadline = self.clock() + step.budget_s
+        remaining = [c["id"] for c in step.cases]
+        by_id = {c["id"]: c for c in step.cases}
+        restarts = 0
+        while remaining:
+            left = deadline - self.clock()
+            if left <= 1:
+                break
+            cases_file = self.work / f"{step.name}.cases.json"
+            cases_file.write_text(json.dumps([by_id[i] for i in remaining]))
+            argv = [self.python, str(REPO / "benchmarks" / "gpu_suite_worker.py"), step.worker, str(cases_file),
+                    str(self.results.path), step.name]
+            o = self.runner.run(step.name, argv, left, self.work / f"{step.name}.worker{restarts}.log", self.env,
+                                idle_timeout_s=step.case_timeout_s, progress=self.results.size)
+            recs = [r for r in self.results.read() if r.get("step") == step.name]
+            done = {r["id"] for r in recs if r.get("type") == "case"}
+            started = [r["id"] for r in recs if r.get("type") == "case_start" and r["id"] not in done]
+            if not (set(remaining) & ({r["id"] for r in recs if r.get("type") == "case_start"})):
+                # it died before its first case (no GPU, an import error): restarting would only repeat that
+                for cid in remaining:
+                    self.results.add({"type": "case", "step": step.name, "id": cid, "status": "error",
+                                      "why": f"worker exited (rc={o.rc}) before its first case; see logs.tar.gz"})
+                remaining = []
+                break
+            for cid in started:  # the case the worker was on when it died, hung or ran out of time
+                if cid in remaining:
+                    why = ("no record for %.0f s (hang)" % step.case_timeout_s if o.stalled else
+                           "step budget spent" if o.timed_out else f"worker died (rc={o.rc})")
+                    self.results.add({"type": "case", "step": step.name, "id": cid, "status":
+                                      "timeout" if (o.stalled or o.timed_out) else "crashed", "why": why})
+                    done.add(cid)
+            remaining = [i for i in remaining if i not in done]
+            if o.rc == 0 and remaining:
+                for cid in remaining:  # the worker finished without them: a worker bug, reported per case
+                    self.results.add({"type": "case", "step": step.name, "id": cid, "status": "error",
+                                      "why": "worker exited 0 without a record"})
+                remaining = []
+            if remaining:
+                restarts += 1
+                self.log(f"   {step.name}: worker stopped (rc={o.rc}, stalled={o.stalled}); restart {restarts} "
+                         f"with {len(remaining)} cases left")
+        for cid in remaining:
+            self.results.add({"type": "case", "step": step.name, "id": cid, "status": "skipped",
+                              "why": "step budget spent"})
+        recs = [r for r in self.results.read() if r.get("step") == step.name and r.get("type") == "case"]
+        bad = sum(r["status"] not in ("ok",) for r in recs)
+        return ("ok" if bad == 0 else "fail"), f"{len(recs) - bad}/{len(recs)} ok, {restarts} worker restart(s)"
+
+    # -- outputs --
+    def summary(self, plan: dict) -> dict:
+        recs = self.results.read()
+        cases = [r for r in recs if r.get("type") == "case"]
+        counts: dict[str, dict[str, int]] = {}
+        for r in cases:
+            counts.setdefault(r["step"], {}).setdefault(r["status"], 0)
+            counts[r["step"]][r["status"]] += 1
+        passed = all(s["status"] == "ok" for name, s in self.status.items() if name != "environment")
+        return {"mode": self.mode, "passed": passed, "note": "measured on the device; the predictions beside them "
+                "come from the static SASS model (benchmarks/results/static/static_sm90.json)",
+                "plan": plan, "steps": self.status, "counts": counts,
+                "measured_vs_predicted": measured_vs_predicted(cases, STATIC_JSON)}
+
+    def _pack(self) -> None:
+        tmp = self.out / "logs.tar.gz.tmp"
+        with tarfile.open(tmp, "w:gz") as tar:
+            for p in sorted(self.work.rglob("*")):
+                if p.is_file() and "cmake-build" not in p.parts and "awq_ext_cache" not in p.parts:
+                    tar.add(p, arcname=str(p.relative_to(self.work)))
+        os.replace(tmp, self.out / "logs.tar.gz")
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)[:80]
+
+
+def measured_vs_predicted(cases: list[dict], static_json: Path) -> list[dict]:
+    """Timing cases of the AWQ paths beside the static model's prediction for the same (N, K, M, path), with
+    the measured speedup over cuBLAS FP16 beside the predicted one over an ideal FP16 kernel."""
+    if not static_json.exists():
+        return []
+    pred = {(r["n"], r["k"], r["m"], r["path"]): r for r in json.loads(static_json.read_text()).get("rows", [])}
+    timed = [c for c in cases if c.get("step") == "timing" and c.get("status") == "ok" and c.get("us")]
+    cublas = {(c["n"], c["k"], c["m"]): c["us"] for c in timed if c.get("method") == "cublas_fp16"}
+    out = []
+    for c in timed:
+        if not str(c.get("method", "")).startswith("awq_"):
+            continue
+        path = c["method"].removeprefix("awq_")
+        p = pred.get((c["n"], c["k"], c["m"], path))
+        if p is None:
+            continue
+        base = cublas.get((c["n"], c["k"], c["m"]))
+        out.append({"shape": f"{c['n']}x{c['k']}", "m": c["m"], "path": path, "chosen_by_model": p["chosen"],
+                    "measured_us": c["us"], "predicted_us": p["predicted_us"],
+                    "measured_over_predicted": round(c["us"] / p["predicted_us"], 3),
+                    "measured_speedup_vs_cublas_fp16": round(base / c["us"], 3) if base else None,
+                    "predicted_speedup_vs_fp16": p["predicted_speedup_vs_fp16"]})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--quick", action="store_true", help="smaller sweep and benchmark (smoke test)")
-    ap.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget; later stages are trimmed to fit")
-    args = ap.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    s = Suite(args.out_dir, args.budget_s, args.quick)
-    if not torch.cuda.is_available():
-        s.result["stages"]["environment"] = {"status": "error", "error": "no CUDA GPU visible; nothing to run"}
-        s.save()
-        print("no CUDA GPU visible", file=sys.stderr)
-        return 2
-    s.stage("environment", environment)
-    s.stage("build", lambda: {"module": str(kernels.load(verbose=False).__file__), "build_dir": str(kernels.build_dir())})
-    if s.result["stages"]["build"]["status"] != "ok":
-        return 1
-    s.stage("correctness", lambda: correctness(s))
-    s.stage("sanitizer", lambda: sanitizer(s))
-    ceil: dict = {}
-    s.stage("ceilings", lambda: ceil.update(ceilings()) or dict(ceil))
-    s.stage("benchmark", lambda: benchmark(s, ceil))
-    s.stage("plots", lambda: plots(s))
-    s.result["passed"] = not s.failed
-    s.save()
-    print(f"wrote {args.out_dir / 'gpu_suite.json'}; passed={not s.failed}; {s.result['elapsed_s']} s", flush=True)
-    return 0 if not s.failed else 1
+    ap.add_argument("out_dir", type=Path, nargs="?")
+    ap.add_argument("--smoke", action="store_true", help=f"checker + sanitizers only (<= {LIMIT_S['smoke']:.0f} s)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
+    args = ap.parse_args(argv)
+    mode = "smoke" if args.smoke else "full"
+    if args.dry_run:
+        print(json.dumps({"plan": plan_json(build_plan(mode), mode)}, indent=1))
+        return 0
+    if args.out_dir is None:
+        ap.error("OUT_DIR is required unless --dry-run")
+    if args.out_dir.exists() and any(args.out_dir.iterdir()):
+        print(f"note: {args.out_dir} is not empty; results are appended", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix="gpu_suite_"))  # outside OUT: only logs.tar.gz of it comes back
+    return Suite(args.out_dir, mode, ProcessRunner(), work=work).run()
 
 
 if __name__ == "__main__":

@@ -1,15 +1,33 @@
 #!/usr/bin/env bash
-# One command for a bare GPU machine (a CUDA torch, nvcc, ninja; no network):
-#   bash benchmarks/gpu_suite.sh OUT_DIR [--quick] [--budget-s SECONDS]
-# JIT-builds the kernels, runs the correctness sweep, compute-sanitizer and the benchmark, and writes
-# OUT_DIR/gpu_suite.json (+ PNGs when matplotlib is installed). See benchmarks/gpu_suite.py.
+# Everything that needs a GPU in one short device call (see benchmarks/gpu_suite.py for the plan):
+#   bash benchmarks/gpu_suite.sh --prebuild        here, no GPU needed: build the torch-free checker
+#                                                  (csrc/tools/w4a16_check.cu) for sm_90 with cudart static
+#                                                  into build/gpu_suite/ (carry build/gpu_suite/w4a16_check)
+#   bash benchmarks/gpu_suite.sh OUT_DIR [--smoke] on the GPU machine: <= 6 min (--smoke: <= 90 s)
+#   bash benchmarks/gpu_suite.sh --dry-run [--smoke]  print the plan (steps, time budgets) as JSON
 set -euo pipefail
-OUT=${1:?usage: bash benchmarks/gpu_suite.sh OUT_DIR [--quick] [--budget-s SECONDS]}
-shift
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
+
+if [ "${1:-}" = "--prebuild" ]; then
+  NVCC=${CUDACXX:-$(command -v nvcc)}
+  # the real toolkit, not a wrapper script (cmake needs its include/ and lib64/)
+  NVCC=$(grep -o '/[^ ]*/bin/nvcc' "$NVCC" 2>/dev/null | head -1 || true)
+  NVCC=${NVCC:-$(command -v nvcc)}
+  CUDA_ROOT=$(dirname "$(dirname "$NVCC")")
+  # CMakeLists.txt links CUDA::cudart; pointing that target at the static archive makes the binary
+  # independent of the device machine's libcudart (it still needs the driver's libcuda, loaded at run time)
+  nice -n 10 cmake -S "$ROOT" -B "$ROOT/build/gpu_suite" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
+    -DCUDA_cudart_LIBRARY="$CUDA_ROOT/lib64/libcudart_static.a"
+  nice -n 10 cmake --build "$ROOT/build/gpu_suite" --target w4a16_check -j "$(nproc)"
+  if ldd "$ROOT/build/gpu_suite/w4a16_check" | grep -q libcudart; then
+    echo "error: w4a16_check still links libcudart dynamically" >&2
+    exit 1
+  fi
+  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90, cudart static); carry build/gpu_suite/w4a16_check to the device"
+  exit 0
+fi
+
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export AWQ_EXT_COMMIT=${AWQ_EXT_COMMIT:-$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}
-# JIT cache in the checkout's ignored build/ unless told otherwise (a bare machine may have no writable $HOME).
-export AWQ_EXT_CACHE_DIR=${AWQ_EXT_CACHE_DIR:-$ROOT/build/awq_ext_cache}
-exec "$PY" "$ROOT/benchmarks/gpu_suite.py" "$OUT" "$@"
+exec "$PY" "$ROOT/benchmarks/gpu_suite.py" "$@"

@@ -1,8 +1,9 @@
-"""``python -m awq_ext.bench {kernels,e2e,quant-cost,all} [options]`` - see benchmarks/BENCH_README_SECTION.md."""
+"""``python -m awq_ext.bench {kernels,e2e,quant-cost,all,static} [options]`` - see benchmarks/BENCH_README_SECTION.md."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -74,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(a)
     _kernel_opts(a)
     _e2e_opts(a)
+    s = sub.add_parser("static", help="static performance model of the CUDA kernels from their SASS (no GPU; "
+                                      "predicted, not measured)")
+    s.add_argument("--json", metavar="PATH", help="write every figure (configs, rows, dispatch) here")
+    s.add_argument("--arch", default="sm_90,sm_80", help="comma-separated: sm_90, sm_80 (default both)")
+    s.add_argument("--dtype", choices=sorted(_DTYPES), default="fp16", help="activation dtype of the rows")
+    s.add_argument("--variant", choices=("awq", "gptq_r"), default="awq", help="reorder-free AWQ or GPTQ-R rows")
+    s.add_argument("--group-size", type=int, default=128, choices=(32, 64, 128))
+    s.add_argument("--jobs", type=int, default=None, help="parallel nvcc processes on a cold cache (default <= 4)")
+    s.add_argument("--csrc", default=None, help="model the kernels of another source folder (default: this "
+                                                "checkout's csrc/)")
     return ap
 
 
@@ -190,8 +201,28 @@ def _run_quant_cost(args: argparse.Namespace, payload: dict) -> None:
     payload["notes"] += notes
 
 
+def _run_static(args: argparse.Namespace) -> int:
+    from awq_ext.bench import static
+    from awq_ext.bench.sass import SassError
+    from awq_ext.errors import KernelUnavailableError
+
+    try:
+        payload = static.run_static(tuple(a.strip() for a in args.arch.split(",") if a.strip()), args.dtype,
+                                    args.variant, args.group_size, args.jobs,
+                                    *(() if args.csrc is None else (Path(args.csrc).resolve(),)))
+    except (AWQInputError, KernelUnavailableError, SassError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(static.format_report(payload))
+    if args.json:
+        print(f"json: {report.write_json(args.json, payload)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.mode == "static":
+        return _run_static(args)
     try:
         dev = _device(args.device)
         if args.threads is not None and args.threads < 1:
