@@ -65,6 +65,9 @@ def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
     p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="AWQ clip search")
     p.add_argument("--loss-samples", type=int, default=None,
                    help="calibration sequences used in the scale-search loss (default: all)")
+    p.add_argument("--loss-tokens", type=int, default=AWQConfig.loss_tokens, metavar="T",
+                   help="tokens, spread evenly over all sequences, in the scale-search loss of per-token groups "
+                        f"(MLP); attention keeps whole sequences (default {AWQConfig.loss_tokens}; 0 = all tokens)")
     p.add_argument("--refine-stride", type=int, default=AWQConfig.refine_stride, metavar="K",
                    help="coarse-to-fine scale grid: every K-th point, then around the best at half the stride "
                         f"(1 = full grid; default {AWQConfig.refine_stride}; joint mode always uses its full grid)")
@@ -140,7 +143,7 @@ def _options(a: argparse.Namespace, method: str, w_bit: int) -> JobOptions:
         calib=a.calib, n_samples=a.n_samples, seqlen=a.seqlen,
         eval=None if a.eval == "none" else a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
         awq=AWQConfig(scale_mode=a.scale_mode, n_grid=a.n_grid, clip=a.clip, loss_samples=a.loss_samples,
-                      refine_stride=a.refine_stride, exact_shortcuts=a.exact_shortcuts),
+                      loss_tokens=a.loss_tokens or None, refine_stride=a.refine_stride, exact_shortcuts=a.exact_shortcuts),
         propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, extra=_extra(a, method),
         progress=not a.no_progress, **_task_options(a),
     )

@@ -19,6 +19,8 @@ class AWQConfig:
     max_shrink: float = 0.5
     clip_tokens: int = 512  # tokens subsampled (evenly) for the clip search
     loss_samples: int | None = None  # calibration samples used in the scale-search loss (None = all)
+    # Tokens (spread evenly over all samples) in the loss of per-token groups (MLP); None = as loss_samples.
+    loss_tokens: int | None = 2048
     # Exact shortcuts (same loss, less work), e.g. the Gram form for single-linear groups; off only to
     # check them against the direct computation.
     exact_shortcuts: bool = True
@@ -30,6 +32,8 @@ class AWQConfig:
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:
             raise AWQInputError(f"unknown scale mode {self.scale_mode!r}; choose one of {', '.join(SCALE_MODES)}")
+        if self.loss_tokens is not None and self.loss_tokens < 1:
+            raise AWQInputError(f"loss_tokens must be >= 1 (or None for all), got {self.loss_tokens}")
         if self.refine_stride < 1:
             raise AWQInputError(f"refine_stride must be >= 1 (1 = full grid), got {self.refine_stride}")
 

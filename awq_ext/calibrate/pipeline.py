@@ -18,11 +18,11 @@ from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_ch
 from awq_ext.calibrate.fold import apply_clip, fold_scales
 from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
-from awq_ext.config import QuantizeConfig
-from awq_ext.errors import AWQInputError
-from awq_ext.models import ModelSpec, block_linears, get_blocks, get_module, get_spec, group_applies
 from awq_ext.calibrate.search_loss import group_loss
 from awq_ext.calibrate.timing import timed
+from awq_ext.config import AWQConfig, QuantizeConfig
+from awq_ext.errors import AWQInputError
+from awq_ext.models import ModelSpec, ScalingGroup, block_linears, get_blocks, get_module, get_spec, group_applies
 from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
@@ -50,14 +50,23 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def collect_inputs(
-    block: nn.Module, inps: torch.Tensor, kwargs: dict[str, Any], names: list[str], chunk: int
+    block: nn.Module, inps: torch.Tensor, kwargs: dict[str, Any], names: list[str], chunk: int,
+    module_outputs: dict[str, list[torch.Tensor]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Inputs ``[n, seqlen, K]`` of the named linears, and the block's output, for ``inps``."""
+    """Inputs ``[n, seqlen, K]`` of the named linears, and the block's output, for ``inps``.
+
+    ``module_outputs``: keys are module names; each gets that module's output per chunk of ``chunk``
+    samples (what the scale search compares against, so it need not run the float module again).
+    """
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     hooks = [
         get_module(block, n).register_forward_hook(lambda m, args, out, n=n: store[n].append(args[0].detach()))
         for n in names
     ]
+    for n, outs in (module_outputs or {}).items():
+        outs.clear()
+        hooks.append(get_module(block, n).register_forward_hook(
+            lambda m, args, out, outs=outs: outs.append(block_output(out).detach())))
     try:
         out = run_chunked(block, inps, kwargs, chunk)
     finally:
@@ -95,6 +104,7 @@ def divide_features(feats: dict[str, torch.Tensor], names: tuple[str, ...], scal
 def _awq_search_block(
     block: nn.Module, prefix: str, spec: ModelSpec, feats: dict[str, torch.Tensor], kwargs: dict[str, Any],
     qspec: QuantSpec, cfg: QuantizeConfig, record: SearchRecord, report: BlockReport,
+    references: dict[str, list[torch.Tensor]] | None = None,
 ) -> None:
     acfg = cfg.awq
     for group in spec.groups:
@@ -103,11 +113,11 @@ def _awq_search_block(
             continue
         linears = [get_module(block, n) for n in group.linears]
         x = feats[group.linears[0]]
-        xs = x if acfg.loss_samples is None else x[: acfg.loss_samples]
+        xs = loss_inputs(x, group, acfg)
         inspect = get_module(block, group.inspect)
         with timed(report.phases, f"scale_search:{group.inspect}"):
             loss = group_loss(inspect, linears, xs, kwargs if group.inspect_kwargs else {}, qspec, cfg.chunk_size,
-                              exact_shortcuts=acfg.exact_shortcuts)
+                              exact_shortcuts=acfg.exact_shortcuts, reference=(references or {}).get(group.inspect))
             try:
                 s_w = weight_scale([lin.weight.data for lin in linears], qspec)
                 stride = 1 if acfg.scale_mode == "joint" else acfg.refine_stride
@@ -136,6 +146,26 @@ def _awq_search_block(
         apply_clip(lin, r.max_val, qspec)
         record.clips[prefix + name] = r.max_val.cpu()
         report.clips[name] = {"mse_before": r.error_before, "mse_after": r.error_after}
+
+
+def loss_inputs(x: torch.Tensor, group: ScalingGroup, acfg: AWQConfig) -> torch.Tensor:
+    """The samples the scale search's loss runs on: the first ``loss_samples`` sequences (all if None),
+    except for per-token inspected modules (called without the block's keyword inputs: MLP, MoE) when
+    ``loss_tokens`` is set: then that many tokens spread evenly over ALL sequences (``[1, T', K]``).
+    Single-linear groups are left alone (their Gram-form loss costs about the same for any count)."""
+    if acfg.loss_tokens is not None and not group.inspect_kwargs and group.inspect not in group.linears:
+        return _subsample_tokens(x, acfg.loss_tokens).unsqueeze(0)
+    return x if acfg.loss_samples is None else x[: acfg.loss_samples]
+
+
+def reference_modules(block: nn.Module, spec: ModelSpec) -> list[str]:
+    """Inspected modules whose float outputs the scale search compares against (all but single linears,
+    whose loss takes the Gram form): recorded during the calibration forward instead of recomputed."""
+    names: list[str] = []
+    for g in spec.groups:
+        if g.inspect not in g.linears and g.inspect not in names and group_applies(block, g):
+            names.append(g.inspect)
+    return names
 
 
 def _replay_block(model: nn.Module, prefix: str, record: SearchRecord, feats: dict[str, torch.Tensor],
@@ -221,8 +251,11 @@ def quantize_model(
         if calibrated:
             inps = inps.to(device)
             kw = to_device(kwargs, device)
+            refs: dict[str, list[torch.Tensor]] = {}
+            if searching and cfg.awq.exact_shortcuts:
+                refs = {n: [] for n in reference_modules(block, spec)}
             with timed(report.phases, "collect_inputs"):
-                feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
+                feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size, refs)
             if not torch.isfinite(fp_out).all():
                 raise AWQInputError(f"block {i} produced NaN/Inf on the calibration data; check the weights of "
                                     f"{prefix}* and the calibration text")
@@ -230,7 +263,7 @@ def quantize_model(
             if record is not None:
                 _replay_block(model, prefix, record, feats, qspec)
             else:
-                _awq_search_block(block, prefix, spec, feats, kw, qspec, cfg, out_record, report)
+                _awq_search_block(block, prefix, spec, feats, kw, qspec, cfg, out_record, report, refs)
         quantizer = QUANTIZERS[method.quantizer]
         t_quant = time.perf_counter()
         for name, lin in linears.items():
@@ -245,7 +278,7 @@ def quantize_model(
                 q_out = run_chunked(block, inps, kw, cfg.chunk_size)
             report.rel_error = _mse(q_out, fp_out) / max(float(fp_out.float().pow(2).mean()), 1e-30)
             inps = q_out if cfg.propagate == "quantized" else fp_out
-            del feats, fp_out
+            del feats, fp_out, refs
         block.to(home)
         report.seconds = time.time() - tb
         reports.append(report)

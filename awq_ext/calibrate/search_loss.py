@@ -11,6 +11,9 @@ squared difference of the inspected module's output against its float output on 
   count, ``N·K²`` work per candidate instead of ``T·N·K`` (chosen when the loss has more tokens ``T``
   than input channels ``K``).
 
+The float reference outputs of :class:`ModuleOutputLoss` can come from the driver's calibration forward
+(recorded by hooks): the same module on the same inputs, so nothing is recomputed.
+
 Both objects restore the module weights they touch: after the search the block is exactly as before.
 """
 from __future__ import annotations
@@ -35,16 +38,22 @@ class ModuleOutputLoss:
     """MSE of ``inspect``'s output with ``linears`` fake-quantized under the candidate scales.
 
     ``x`` ``[n, seqlen, K]`` are the loss samples (the module's input), ``kwargs`` its keyword inputs
-    (rotary embeddings, masks) or ``{}``; samples go through ``chunk`` at a time.
+    (rotary embeddings, masks) or ``{}``; samples go through ``chunk`` at a time. ``reference``: the float
+    module's outputs per chunk, when the driver already has them from its calibration forward (same
+    chunks); otherwise they are computed here.
     """
 
     @torch.no_grad()
     def __init__(self, inspect: nn.Module, linears: Sequence[nn.Linear], x: torch.Tensor, kwargs: dict[str, Any],
-                 qspec: QuantSpec, chunk: int):
+                 qspec: QuantSpec, chunk: int, reference: Sequence[torch.Tensor] | None = None):
         self.inspect, self.linears, self.kwargs, self.qspec = inspect, list(linears), kwargs, qspec
         self.chunks = [x[i : i + chunk] for i in range(0, x.shape[0], chunk)]
         self.originals = [lin.weight.data for lin in self.linears]
-        self.reference = [block_output(inspect(c, **kwargs)) for c in self.chunks]
+        ref = list(reference or [])[: len(self.chunks)]
+        if len(ref) == len(self.chunks) and all(r.shape[:-1] == c.shape[:-1] for r, c in zip(ref, self.chunks)):
+            self.reference = ref
+        else:
+            self.reference = [block_output(inspect(c, **kwargs)) for c in self.chunks]
         self.numel = sum(o.numel() for o in self.reference)
 
     @torch.no_grad()
@@ -83,7 +92,8 @@ class LinearGramLoss:
 
 
 def group_loss(inspect: nn.Module, linears: Sequence[nn.Linear], x: torch.Tensor, kwargs: dict[str, Any],
-               qspec: QuantSpec, chunk: int, exact_shortcuts: bool = True) -> GroupLoss:
+               qspec: QuantSpec, chunk: int, exact_shortcuts: bool = True,
+               reference: Sequence[torch.Tensor] | None = None) -> GroupLoss:
     """The cheapest exact loss for a group: Gram form when ``inspect`` is its single linear and the loss
     has more tokens than input channels (per candidate ``N·K²`` vs ``T·N·K`` work; with few tokens the
     direct form is cheaper), otherwise the module forward. ``exact_shortcuts=False`` always runs the
@@ -91,4 +101,4 @@ def group_loss(inspect: nn.Module, linears: Sequence[nn.Linear], x: torch.Tensor
     tokens = x.numel() // x.shape[-1]
     if exact_shortcuts and len(linears) == 1 and inspect is linears[0] and tokens > x.shape[-1]:
         return LinearGramLoss(linears[0], x, qspec)
-    return ModuleOutputLoss(inspect, linears, x, kwargs, qspec, chunk)
+    return ModuleOutputLoss(inspect, linears, x, kwargs, qspec, chunk, reference if exact_shortcuts else None)

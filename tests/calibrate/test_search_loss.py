@@ -72,3 +72,44 @@ def test_block_scales_identical_with_and_without_exact_shortcuts(make):
         assert fast.scales[k].loss == pytest.approx(direct.scales[k].loss, rel=1e-4)
     for k in fast.clips:
         assert torch.equal(fast.clips[k], direct.clips[k]), k
+
+
+def test_recorded_reference_equals_recomputed_one():
+    # The driver's calibration forward records the inspected module's float output per chunk; the loss
+    # built on it equals the loss that recomputes it, and a mismatched recording is not used.
+    from awq_ext.calibrate.pipeline import collect_inputs
+
+    model = tiny_llama()
+    block = model.model.layers[0]
+    x = torch.randn(5, 16, 64)
+    refs = {"mlp": []}
+    feats, _ = collect_inputs(block, x, {"position_embeddings": model.model.rotary_emb(x, torch.arange(16)[None])},
+                              ["mlp.gate_proj"], chunk=2, module_outputs=refs)
+    assert len(refs["mlp"]) == 3  # 5 samples in chunks of 2
+    mlp, lins, spec = block.mlp, [block.mlp.gate_proj, block.mlp.up_proj], QuantSpec(3, 32)
+    xs = feats["mlp.gate_proj"]
+    recorded = ModuleOutputLoss(mlp, lins, xs, {}, spec, 2, reference=refs["mlp"])
+    fresh = ModuleOutputLoss(mlp, lins, xs, {}, spec, 2)
+    assert all(a is b for a, b in zip(recorded.reference, refs["mlp"]))
+    s = torch.rand(64) + 0.5
+    assert recorded(s) == pytest.approx(fresh(s), rel=1e-6)
+    other = ModuleOutputLoss(mlp, lins, xs[:, :8], {}, spec, 2, reference=refs["mlp"])  # shapes differ
+    assert all(a is not b for a, b in zip(other.reference, refs["mlp"]))
+
+
+def test_loss_inputs_per_token_groups_spread_over_all_samples():
+    from awq_ext.calibrate.pipeline import loss_inputs
+    from awq_ext.models.spec import ScalingGroup
+
+    x = torch.arange(4 * 10 * 2, dtype=torch.float32).reshape(4, 10, 2)
+    attn = ScalingGroup("ln", ("q", "k"), inspect="attn", inspect_kwargs=True)
+    mlp = ScalingGroup("ln2", ("gate", "up"), inspect="mlp")
+    down = ScalingGroup("up", ("down",), inspect="down")
+    cfg = AWQConfig(loss_samples=2, loss_tokens=8)
+    assert torch.equal(loss_inputs(x, attn, cfg), x[:2])  # attention keeps whole sequences
+    sub = loss_inputs(x, mlp, cfg)
+    assert sub.shape == (1, 8, 2)
+    rows = sub[0, :, 0] / 2  # token index of each picked row
+    assert rows[0] == 0 and rows[-1] == 39 and (rows[1:] > rows[:-1]).all()  # first to last sample, in order
+    assert torch.equal(loss_inputs(x, down, cfg), x[:2])  # Gram groups: token count costs nothing
+    assert torch.equal(loss_inputs(x, mlp, AWQConfig()), x)
