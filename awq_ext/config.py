@@ -19,6 +19,9 @@ class AWQConfig:
     max_shrink: float = 0.5
     clip_tokens: int = 512  # tokens subsampled (evenly) for the clip search
     loss_samples: int | None = None  # calibration samples used in the scale-search loss (None = all)
+    # A group (a rarely routed MoE expert) whose input saw fewer calibration tokens keeps scale 1, and
+    # its linears get plain RTN without clip search; reported per group in the block reports.
+    min_tokens: int = 8
 
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:

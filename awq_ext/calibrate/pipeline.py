@@ -15,12 +15,14 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_chunked, to_device
-from awq_ext.calibrate.fold import apply_clip, fold_scales
+from awq_ext.calibrate.fold import apply_clip, fold_group, fold_scales
+from awq_ext.calibrate.prepare import prepare_model
 from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
 from awq_ext.config import QuantizeConfig
 from awq_ext.errors import AWQInputError
-from awq_ext.models import ModelSpec, block_linears, get_blocks, get_module, get_spec, group_applies
+from awq_ext.models import ModelSpec, bind_groups, block_linears, get_blocks, get_module, get_spec
+from awq_ext.models.groups import clip_skipped, feature_names, search_input
 from awq_ext.quant.awq import activation_scale, candidate_scales, scaled_fake_quant, search_clip, search_scales, weight_scale
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
@@ -63,6 +65,8 @@ def collect_inputs(
     feats: dict[str, torch.Tensor] = {}
     by_source: dict[int, torch.Tensor] = {}  # linears fed by the same tensor (q/k/v) share one copy
     for n, chunks in store.items():
+        if not chunks:  # an expert no calibration token was routed to
+            continue
         key = id(chunks[0])
         if key not in by_source:
             by_source[key] = torch.cat(chunks)
@@ -82,6 +86,8 @@ def divide_features(feats: dict[str, torch.Tensor], names: tuple[str, ...], scal
     # The consumers now see x / s; dividing once per distinct tensor keeps q/k/v sharing one copy.
     done: dict[int, torch.Tensor] = {}
     for n in names:
+        if n not in feats:
+            continue
         src = feats[n]
         if id(src) not in done:
             done[id(src)] = src / scales.to(src).view(*([1] * (src.dim() - 1)), -1)
@@ -94,13 +100,13 @@ def _awq_search_block(
     qspec: QuantSpec, cfg: QuantizeConfig, record: SearchRecord, report: BlockReport,
 ) -> None:
     acfg = cfg.awq
-    for group in spec.groups:
-        if not group_applies(block, group):
-            report.groups.append({"prev_op": group.prev_op, "skipped": "output/input widths differ"})
+    for group, skip in bind_groups(block, spec, feats, acfg.min_tokens):
+        if skip:
+            report.groups.append({"prev_op": group.prev_op, "skipped": skip})
             continue
         linears = [get_module(block, n) for n in group.linears]
-        x = feats[group.linears[0]]
-        xs = x if acfg.loss_samples is None else x[: acfg.loss_samples]
+        x, x_inspect = search_input(group, feats)
+        xs = x_inspect if acfg.loss_samples is None else x_inspect[: acfg.loss_samples]
         inspect = get_module(block, group.inspect)
         kw = kwargs if group.inspect_kwargs else {}
         chunks = [xs[i : i + cfg.chunk_size] for i in range(0, xs.shape[0], cfg.chunk_size)]
@@ -121,19 +127,19 @@ def _awq_search_block(
         finally:
             for lin, w in zip(linears, originals):
                 lin.weight.data = w
-        prev = get_module(block, group.prev_op)
-        fold_scales(prev, linears, res.scales)
+        fold_group(block, group, res.scales)
         divide_features(feats, group.linears, res.scales)
         record.scales[prefix + group.prev_op] = ScaleEntry(
             prefix + group.prev_op, [prefix + n for n in group.linears], res.scales.cpu(),
-            res.alpha, res.beta, res.loss, res.identity_loss,
+            res.alpha, res.beta, res.loss, res.identity_loss, group.kind,
+            None if group.rows is None else list(group.rows), [prefix + n for n in group.routers],
         )
         report.groups.append({"prev_op": group.prev_op, "alpha": res.alpha, "beta": res.beta,
                               "loss": res.loss, "rtn_loss": res.identity_loss})
     if not acfg.clip:
         return
-    for name, lin in block_linears(block).items():
-        if name in spec.clip_skip:
+    for name, lin in block_linears(block, spec).items():
+        if clip_skipped(spec, name, feats, acfg.min_tokens):
             continue
         xs = _subsample_tokens(feats[name], acfg.clip_tokens)
         r = search_clip(lin.weight.data, xs, qspec, acfg.clip_n_grid, acfg.max_shrink)
@@ -146,8 +152,8 @@ def _replay_block(model: nn.Module, prefix: str, record: SearchRecord, feats: di
                   qspec: QuantSpec) -> None:
     entries, clips = record.for_block(prefix)
     for e in entries:
-        linears = [get_module(model, n) for n in e.linears]
-        fold_scales(get_module(model, e.prev_op), linears, e.scales)
+        linears = [get_module(model, n) for n in (*e.linears, *e.routers)]
+        fold_scales(get_module(model, e.prev_op), linears, e.scales, e.kind, None if e.rows is None else tuple(e.rows))
         local = tuple(n[len(prefix):] for n in e.linears)
         if all(n in feats for n in local):
             divide_features(feats, local, e.scales)
@@ -163,7 +169,7 @@ def needs_calibration(method: Method, record: SearchRecord | None) -> bool:
 def validate_model(model: nn.Module, spec: ModelSpec, qspec: QuantSpec) -> None:
     """Refuse before any work: every linear in every block must be quantizable with ``qspec``."""
     for i, block in enumerate(get_blocks(model, spec)):
-        for name, lin in block_linears(block).items():
+        for name, lin in block_linears(block, spec).items():
             check_weight(lin.weight.data, qspec, f"{spec.blocks}.{i}.{name}")
 
 
@@ -180,15 +186,20 @@ def quantize_model(
     cfg: QuantizeConfig,
     record: SearchRecord | None = None,
     progress: bool = True,
+    spec: ModelSpec | None = None,
 ) -> QuantizationResult:
     """Quantize ``model``'s decoder-block linears in place (weights become their dequantized values).
 
     ``record``: replay a previous search instead of searching (scales and clips are folded as saved).
+    ``spec``: the architecture spec (a ``--spec FILE.json``); default: the registry's for the model type.
+    The model is first converted for calibration (float32, per-expert linears; see
+    :mod:`awq_ext.calibrate.prepare`).
     Returns the integer codes per linear (for packing), the search record and per-block reports.
     """
     t0 = time.time()
     method = get_method(cfg.method)
-    spec = get_spec(model)
+    prepare_model(model, get_spec(model, spec), strict_paths=spec is not None)
+    spec = get_spec(model, spec)
     qspec = cfg.quant_spec()
     validate_model(model, spec, qspec)
     blocks = get_blocks(model, spec)
@@ -217,7 +228,7 @@ def quantize_model(
         prefix = f"{spec.blocks}.{i}."
         home = next(block.parameters()).device
         block.to(device)
-        linears = block_linears(block)
+        linears = block_linears(block, spec)
         report = BlockReport(i, float("nan"), 0.0)
         feats: dict[str, torch.Tensor] = {}
         fp_out = None
@@ -225,7 +236,7 @@ def quantize_model(
         if calibrated:
             inps = inps.to(device)
             kw = to_device(kwargs, device)
-            feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
+            feats, fp_out = collect_inputs(block, inps, kw, feature_names(block, spec, list(linears)), cfg.chunk_size)
             if not torch.isfinite(fp_out).all():
                 raise AWQInputError(f"block {i} produced NaN/Inf on the calibration data; check the weights of "
                                     f"{prefix}* and the calibration text")
