@@ -73,7 +73,7 @@ def skip_reason(block: nn.Module, group: ScalingGroup) -> str | None:
     lacking = [p for p in group.when_present if not has_module(block, p)]
     if lacking:
         return f"applies only with {', '.join(lacking)}"
-    missing = [p for p in group.paths() if not has_module(block, p)]
+    missing = list(dict.fromkeys(p for p in group.paths() if not has_module(block, p)))
     if missing:
         return f"modules absent in this block: {', '.join(missing)}"
     widths = {p: consumer_width(get_module(block, p), p) for p in (*group.linears, *group.routers)}

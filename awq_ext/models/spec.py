@@ -114,7 +114,7 @@ def get_module(root: nn.Module, path: str) -> nn.Module:
     """Resolve a dotted path (``""`` is ``root``), with a clear error naming the missing part."""
     mod = root
     for part in path.split(".") if path else ():
-        if not hasattr(mod, part):
+        if getattr(mod, part, None) is None:  # configs switch some sub-modules off by setting them to None
             raise AWQInputError(
                 f"module path {path!r}: {type(mod).__name__} has no attribute {part!r}; the model does not "
                 "match its adapter spec (wrong model_type, or a transformers version with another layout)"
