@@ -87,7 +87,7 @@ def skip_reason(block: nn.Module, group: ScalingGroup) -> str | None:
     if width != k:
         if group.kind in ("norm", "offset_norm") or not isinstance(get_module(block, group.prev_op), nn.Linear):
             raise AWQInputError(f"scaling group {group.prev_op!r}: the norm has width {width} but its linears "
-                                f"read {k} channels; the spec does not match the model")
+                                f"{list(group.linears)} read {k} channels; the spec does not match the model")
         return f"output/input widths differ ({width} vs {k}): no exact per-channel fold"
     return None
 
