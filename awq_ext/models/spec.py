@@ -106,6 +106,11 @@ class ModelSpec:
         """Why block linear ``name`` stays float, or ``None`` when it is quantized."""
         return next((why for pat, why in self.keep_float if fnmatchcase(name, pat)), None)
 
+    def unscaled_reason(self, name: str) -> str | None:
+        """Why no group scales block linear ``name`` (``unscaled`` entries are comma-separated patterns)."""
+        return next((why for pats, why in self.unscaled
+                     if any(fnmatchcase(name, p.strip()) for p in pats.split(","))), None)
+
     def clip_skipped(self, name: str) -> bool:
         return any(fnmatchcase(name, pat) for pat in self.clip_skip)
 

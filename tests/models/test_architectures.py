@@ -61,7 +61,11 @@ def test_folding_random_scales_is_exact(model_type):
     with torch.no_grad():
         for block in blocks:
             before = run_chunked(block, inps, kw, 2)
-            for group, skip in bind_groups(block, spec):
+            bound = bind_groups(block, spec)
+            consumers = {n for g, _ in bound for n in (*g.linears, *g.routers)}
+            for name in block_linears(block, spec):  # no linear is silently left out of the scaling
+                assert name in consumers or spec.unscaled_reason(name), f"{model_type}: {name} in no group"
+            for group, skip in bound:
                 if skip:
                     continue
                 width = consumer_width(get_module(block, group.linears[0]), group.linears[0])
