@@ -198,8 +198,8 @@ def quantize_model(
     """
     t0 = time.time()
     method = get_method(cfg.method)
-    prepare_model(model, get_spec(model, spec), strict_paths=spec is not None)
-    spec = get_spec(model, spec)
+    spec_file, spec = spec is not None, get_spec(model, spec)
+    prepare_model(model, spec, strict_paths=spec_file)
     qspec = cfg.quant_spec()
     validate_model(model, spec, qspec)
     blocks = get_blocks(model, spec)
@@ -247,7 +247,12 @@ def quantize_model(
                 _awq_search_block(block, prefix, spec, feats, kw, qspec, cfg, out_record, report)
         quantizer = QUANTIZERS[method.quantizer]
         for name, lin in linears.items():
-            qw = quantizer(lin, feats.get(name) if needs_inputs else None, qspec, cfg.extra, prefix + name)
+            starved = needs_inputs and name not in feats  # a MoE expert no calibration token was routed to
+            if starved:
+                report.groups.append({"linear": name, "fallback": "no calibration tokens: RTN instead of "
+                                      f"{method.quantizer}"})
+            qw = (QUANTIZERS["rtn"] if starved else quantizer)(lin, feats.get(name) if needs_inputs else None, qspec,
+                                                              cfg.extra, prefix + name)
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
             quantized[prefix + name] = QuantizedWeight(qw.q.cpu(), qw.scales.cpu(),
                                                        None if qw.zeros is None else qw.zeros.cpu(), qw.spec,

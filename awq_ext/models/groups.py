@@ -133,8 +133,8 @@ def _check_disjoint(spec: ModelSpec, applied: list[ScalingGroup]) -> None:
 def feature_names(block: nn.Module, spec: ModelSpec, linears: list[str]) -> list[str]:
     """Modules whose inputs calibration records: the quantized linears plus every group input that is
     not one of them (the MoE block, ``""`` = the block for whole-block groups)."""
-    extra = [g.input_name for g, why in bind_groups(block, spec) if why is None]
-    extra += [g.inspect for g, why in bind_groups(block, spec) if why is None and g.inspect == ""]
+    extra = [n for g, why in bind_groups(block, spec) if why is None
+             for n in (g.input_name, *([""] if g.inspect == "" else []))]
     return list(dict.fromkeys([*linears, *extra]))
 
 

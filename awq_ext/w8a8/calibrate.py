@@ -161,8 +161,8 @@ def quantize_w8a8(model: nn.Module, calib_ids: torch.Tensor, cfg: W8A8Config, pr
         raise AWQInputError("W8A8 calibration needs integer token ids [n_samples, seqlen] (static activation "
                             "scales, equalization ranges and bias correction all come from them)")
     validate_model_w8a8(model, cfg, spec)
-    prepare_model(model, get_spec(model, spec), strict_paths=spec is not None)
-    spec = get_spec(model, spec)
+    spec_file, spec = spec is not None, get_spec(model, spec)
+    prepare_model(model, spec, strict_paths=spec_file)
     blocks = get_blocks(model, spec)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     inps, kwargs = capture_block_inputs(model, blocks, calib_ids)

@@ -76,6 +76,15 @@ def test_starved_expert_takes_rtn_fallback_and_is_reported():
         assert torch.isfinite(q.scales).all()
 
 
+def test_starved_expert_under_gptq_falls_back_to_rtn_and_is_reported():
+    model = tiny_model("mixtral", num_experts_per_tok=1)
+    res = quantize_model(model, calib_ids(n=1, seqlen=2), QuantizeConfig(method="gptq", group_size=64, device="cpu"),
+                         progress=False)
+    fallbacks = [g for b in res.blocks for g in b.groups if "fallback" in g]
+    assert fallbacks and all("RTN instead of gptq" in g["fallback"] for g in fallbacks)
+    assert all(torch.isfinite(q.scales).all() for q in res.quantized.values())
+
+
 def _per_expert_copy(model):
     """The same model with experts stored as per-expert linears, built independently of unfuse."""
     out = copy.deepcopy(model)
