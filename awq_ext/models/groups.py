@@ -31,13 +31,20 @@ def _expand(block: nn.Module, group: ScalingGroup) -> list[ScalingGroup] | str:
     if len(set(counts.values())) != 1:
         raise AWQInputError(f"scaling group {group.prev_op!r}: its '*' lists differ in length ({counts})")
     n = next(iter(counts.values()))
-    sub = lambda p, i: p.replace("*", str(i))  # noqa: E731
-    if "*" in group.prev_op:
-        return [replace(group, prev_op=sub(group.prev_op, i), linears=tuple(sub(p, i) for p in group.linears),
-                        routers=tuple(sub(p, i) for p in group.routers), inspect=sub(group.inspect, i),
-                        source=None if group.source is None else sub(group.source, i)) for i in range(n)]
-    many = lambda ps: tuple(sub(p, i) for p in ps for i in (range(n) if "*" in p else [None]))  # noqa: E731
-    return [replace(group, linears=many(group.linears), routers=many(group.routers))]
+    if "*" in group.prev_op:  # one group per index (each expert's up -> down)
+        return [replace(group, prev_op=_sub(group.prev_op, i), linears=tuple(_sub(p, i) for p in group.linears),
+                        routers=tuple(_sub(p, i) for p in group.routers), inspect=_sub(group.inspect, i),
+                        source=None if group.source is None else _sub(group.source, i)) for i in range(n)]
+    # one group whose consumers span every index (the norm before all experts)
+    return [replace(group, linears=_every(group.linears, n), routers=_every(group.routers, n))]
+
+
+def _sub(path: str, i: int) -> str:
+    return path.replace("*", str(i))
+
+
+def _every(paths: tuple[str, ...], n: int) -> tuple[str, ...]:
+    return tuple(q for p in paths for q in ([_sub(p, i) for i in range(n)] if "*" in p else [p]))
 
 
 def prev_width(prev: nn.Module, group: ScalingGroup, consumer_width: int) -> int | str:
