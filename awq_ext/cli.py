@@ -78,6 +78,9 @@ def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
                    help="next block's calibration inputs come from the quantized (default) or float block")
     p.add_argument("--chunk-size", type=int, default=4, help="sequences per forward during calibration")
     p.add_argument("--device", default=None, help="calibration device (default: cuda if available, else cpu)")
+    p.add_argument("--spec", default=None, metavar="FILE.json",
+                   help="architecture spec (block path, scaling groups, clip exclusions, kept-float modules) "
+                        "for a model_type awq_ext does not know; see README 'Supported architectures'")
     gq = p.add_argument_group("GPTQ methods (gptq, gptq-r, awq+gptq)")
     gq.add_argument("--damp", type=float, default=0.01,
                     help="Hessian dampening, as a fraction of its mean diagonal (default 0.01)")
@@ -145,7 +148,7 @@ def _options(a: argparse.Namespace, method: str, w_bit: int) -> JobOptions:
         awq=AWQConfig(scale_mode=a.scale_mode, n_grid=a.n_grid, clip=a.clip, loss_samples=a.loss_samples,
                       loss_tokens=a.loss_tokens or None, refine_stride=a.refine_stride, exact_shortcuts=a.exact_shortcuts),
         propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, extra=_extra(a, method),
-        progress=not a.no_progress, **_task_options(a),
+        progress=not a.no_progress, spec=a.spec, **_task_options(a),
     )
 
 

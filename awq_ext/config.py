@@ -28,6 +28,9 @@ class AWQConfig:
     # full grid). The same choice as the full grid wherever the loss is unimodal in alpha; 1-D families
     # only (``joint`` always searches its full 2-D grid).
     refine_stride: int = 1
+    # A group (a rarely routed MoE expert) whose input saw fewer calibration tokens keeps scale 1, and
+    # its linears get plain RTN without clip search; reported per group in the block reports.
+    min_tokens: int = 8
 
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:

@@ -51,6 +51,7 @@ class JobOptions:
     tasks: tuple[str, ...] = ()  # lm-eval zero-shot tasks run on the final model (needs awq_ext[eval])
     tasks_limit: int | None = None  # documents per task (None = all)
     tasks_path: str | None = None  # directory of extra lm-eval task YAMLs
+    spec: str | None = None  # --spec FILE.json: architecture spec for a model type the registry lacks
 
 
 def peak_rss_mb() -> float:
@@ -107,6 +108,17 @@ def quantize_config(opts: JobOptions) -> QuantizeConfig:
     )
 
 
+def job_spec(model, opts: JobOptions):
+    """The ``--spec`` file's spec (``None`` without one), after checking that the model has a spec at
+    all: an unknown model_type is refused here, before calibration data is prepared."""
+    from awq_ext.models import get_spec
+    from awq_ext.models.spec_file import load_spec_file
+
+    spec = load_spec_file(opts.spec) if opts.spec else None
+    get_spec(model, spec)
+    return spec
+
+
 def check_zero_shot(opts: JobOptions) -> None:
     """Refuse an unusable ``--tasks`` (lm-eval missing, unknown task) before the long work starts."""
     if opts.tasks:
@@ -146,6 +158,7 @@ def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | Non
         model, tokenizer = load_model(opts.model)
     texts = texts or TextCache(tokenizer)
     is_float = opts.method == FLOAT_METHOD
+    spec = None if is_float else job_spec(model, opts)
     cfg = None if is_float else quantize_config(opts)
     method = None if is_float else get_method(opts.method)
     record = SearchRecord.load(opts.load_record) if opts.load_record else None
@@ -164,7 +177,9 @@ def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | Non
     }
     result = None
     if not is_float:
-        result = quantize_model(model, plan.get("calib_ids"), cfg, record=record, progress=opts.progress)
+        result = quantize_model(model, plan.get("calib_ids"), cfg, record=record, progress=opts.progress,
+                                spec=spec)
+        out["spec"] = opts.spec
         out["quantize_seconds"] = result.seconds
         out["peak_rss_mb_after_quantize"] = peak_rss_mb()
         out["blocks"] = [

@@ -8,6 +8,8 @@ whose paths all resolve on the given model wins. No model is recognised by a cla
 * **LLaVA** (transformers ``LlavaForConditionalGeneration``): tower = the text model, either the bare
   base model at ``model.language_model`` (transformers >= 4.52) or the causal LM at ``language_model``
   (older). Vision tower, multi-modal projector and ``lm_head`` stay float.
+* **Gemma 3** (``Gemma3ForConditionalGeneration``): tower = the ``gemma3_text`` base model at
+  ``model.language_model`` (same layout as LLaVA's); SigLIP vision tower, projector and head stay float.
 * **OpenFlamingo** (``open_flamingo.Flamingo``): tower = ``lang_encoder`` (an HF causal LM with
   open_flamingo's mixin). Its decoder-layer list holds ``FlamingoLayer`` wrappers, each with the
   original block at ``decoder_layer`` and an optional gated cross-attention block beside it; the
@@ -62,6 +64,12 @@ ADAPTERS: dict[str, VLMAdapter] = {
             TowerLayout("language_model", ("vision_tower", "multi_modal_projector", "language_model.lm_head")),
         ),
         notes="transformers LlavaForConditionalGeneration; config.model_type 'llava'",
+    ),
+    "gemma3": VLMAdapter(
+        "gemma3",
+        (TowerLayout("model.language_model", ("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+                     strip="model."),),
+        notes="transformers Gemma3ForConditionalGeneration; its tower is a gemma3_text model",
     ),
     "openflamingo": VLMAdapter(
         "openflamingo",

@@ -15,14 +15,16 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_chunked, to_device
-from awq_ext.calibrate.fold import apply_clip, fold_scales
+from awq_ext.calibrate.fold import apply_clip, fold_group, fold_scales
+from awq_ext.calibrate.prepare import prepare_model
 from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
 from awq_ext.calibrate.search_loss import group_loss
 from awq_ext.calibrate.timing import timed
 from awq_ext.config import AWQConfig, QuantizeConfig
 from awq_ext.errors import AWQInputError
-from awq_ext.models import ModelSpec, ScalingGroup, block_linears, get_blocks, get_module, get_spec, group_applies
+from awq_ext.models import ModelSpec, ScalingGroup, bind_groups, block_linears, get_blocks, get_module, get_spec
+from awq_ext.models.groups import clip_skipped, feature_names, search_input
 from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
@@ -75,6 +77,8 @@ def collect_inputs(
     feats: dict[str, torch.Tensor] = {}
     by_source: dict[int, torch.Tensor] = {}  # linears fed by the same tensor (q/k/v) share one copy
     for n, chunks in store.items():
+        if not chunks:  # an expert no calibration token was routed to
+            continue
         key = id(chunks[0])
         if key not in by_source:
             by_source[key] = torch.cat(chunks)
@@ -94,6 +98,8 @@ def divide_features(feats: dict[str, torch.Tensor], names: tuple[str, ...], scal
     # The consumers now see x / s; dividing once per distinct tensor keeps q/k/v sharing one copy.
     done: dict[int, torch.Tensor] = {}
     for n in names:
+        if n not in feats:
+            continue
         src = feats[n]
         if id(src) not in done:
             done[id(src)] = src / scales.to(src).view(*([1] * (src.dim() - 1)), -1)
@@ -107,15 +113,15 @@ def _awq_search_block(
     references: dict[str, list[torch.Tensor]] | None = None,
 ) -> None:
     acfg = cfg.awq
-    for group in spec.groups:
-        if not group_applies(block, group):
-            report.groups.append({"prev_op": group.prev_op, "skipped": "output/input widths differ"})
+    for group, skip in bind_groups(block, spec, feats, acfg.min_tokens):
+        if skip:
+            report.groups.append({"prev_op": group.prev_op, "skipped": skip})
             continue
         linears = [get_module(block, n) for n in group.linears]
-        x = feats[group.linears[0]]
-        xs = loss_inputs(x, group, acfg)
+        x, x_inspect = search_input(group, feats)
+        xs = loss_inputs(x_inspect, group, acfg)
         inspect = get_module(block, group.inspect)
-        with timed(report.phases, f"scale_search:{group.inspect}"):
+        with timed(report.phases, f"scale_search:{group.inspect or 'block'}"):
             loss = group_loss(inspect, linears, xs, kwargs if group.inspect_kwargs else {}, qspec, cfg.chunk_size,
                               exact_shortcuts=acfg.exact_shortcuts, reference=(references or {}).get(group.inspect))
             try:
@@ -125,20 +131,20 @@ def _awq_search_block(
                                     refine_stride=stride)
             finally:
                 loss.close()
-        prev = get_module(block, group.prev_op)
-        fold_scales(prev, linears, res.scales)
+        fold_group(block, group, res.scales)
         divide_features(feats, group.linears, res.scales)
         record.scales[prefix + group.prev_op] = ScaleEntry(
             prefix + group.prev_op, [prefix + n for n in group.linears], res.scales.cpu(),
-            res.alpha, res.beta, res.loss, res.identity_loss,
+            res.alpha, res.beta, res.loss, res.identity_loss, group.kind,
+            None if group.rows is None else list(group.rows), [prefix + n for n in group.routers],
         )
         report.groups.append({"prev_op": group.prev_op, "alpha": res.alpha, "beta": res.beta,
                               "loss": res.loss, "rtn_loss": res.identity_loss,
                               "tried": [list(t) for t in res.tried]})
     if not acfg.clip:
         return
-    for name, lin in block_linears(block).items():
-        if name in spec.clip_skip:
+    for name, lin in block_linears(block, spec).items():
+        if clip_skipped(spec, name, feats, acfg.min_tokens):
             continue
         xs = _subsample_tokens(feats[name], acfg.clip_tokens)
         with timed(report.phases, "clip_search"):
@@ -162,8 +168,8 @@ def reference_modules(block: nn.Module, spec: ModelSpec) -> list[str]:
     """Inspected modules whose float outputs the scale search compares against (all but single linears,
     whose loss takes the Gram form): recorded during the calibration forward instead of recomputed."""
     names: list[str] = []
-    for g in spec.groups:
-        if g.inspect not in g.linears and g.inspect not in names and group_applies(block, g):
+    for g, why in bind_groups(block, spec):
+        if why is None and g.inspect not in g.linears and g.inspect not in names:
             names.append(g.inspect)
     return names
 
@@ -172,8 +178,8 @@ def _replay_block(model: nn.Module, prefix: str, record: SearchRecord, feats: di
                   qspec: QuantSpec) -> None:
     entries, clips = record.for_block(prefix)
     for e in entries:
-        linears = [get_module(model, n) for n in e.linears]
-        fold_scales(get_module(model, e.prev_op), linears, e.scales)
+        linears = [get_module(model, n) for n in (*e.linears, *e.routers)]
+        fold_scales(get_module(model, e.prev_op), linears, e.scales, e.kind, None if e.rows is None else tuple(e.rows))
         local = tuple(n[len(prefix):] for n in e.linears)
         if all(n in feats for n in local):
             divide_features(feats, local, e.scales)
@@ -189,7 +195,7 @@ def needs_calibration(method: Method, record: SearchRecord | None) -> bool:
 def validate_model(model: nn.Module, spec: ModelSpec, qspec: QuantSpec) -> None:
     """Refuse before any work: every linear in every block must be quantizable with ``qspec``."""
     for i, block in enumerate(get_blocks(model, spec)):
-        for name, lin in block_linears(block).items():
+        for name, lin in block_linears(block, spec).items():
             check_weight(lin.weight.data, qspec, f"{spec.blocks}.{i}.{name}")
 
 
@@ -206,15 +212,20 @@ def quantize_model(
     cfg: QuantizeConfig,
     record: SearchRecord | None = None,
     progress: bool = True,
+    spec: ModelSpec | None = None,
 ) -> QuantizationResult:
     """Quantize ``model``'s decoder-block linears in place (weights become their dequantized values).
 
     ``record``: replay a previous search instead of searching (scales and clips are folded as saved).
+    ``spec``: the architecture spec (a ``--spec FILE.json``); default: the registry's for the model type.
+    The model is first converted for calibration (float32, per-expert linears; see
+    :mod:`awq_ext.calibrate.prepare`).
     Returns the integer codes per linear (for packing), the search record and per-block reports.
     """
     t0 = time.time()
     method = get_method(cfg.method)
-    spec = get_spec(model)
+    spec_file, spec = spec is not None, get_spec(model, spec)
+    prepare_model(model, spec, strict_paths=spec_file)
     qspec = cfg.quant_spec()
     validate_model(model, spec, qspec)
     blocks = get_blocks(model, spec)
@@ -243,7 +254,7 @@ def quantize_model(
         prefix = f"{spec.blocks}.{i}."
         home = next(block.parameters()).device
         block.to(device)
-        linears = block_linears(block)
+        linears = block_linears(block, spec)
         report = BlockReport(i, float("nan"), 0.0)
         feats: dict[str, torch.Tensor] = {}
         fp_out = None
@@ -255,7 +266,8 @@ def quantize_model(
             if searching and cfg.awq.exact_shortcuts:
                 refs = {n: [] for n in reference_modules(block, spec)}
             with timed(report.phases, "collect_inputs"):
-                feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size, refs)
+                feats, fp_out = collect_inputs(block, inps, kw, feature_names(block, spec, list(linears)),
+                                               cfg.chunk_size, refs)
             if not torch.isfinite(fp_out).all():
                 raise AWQInputError(f"block {i} produced NaN/Inf on the calibration data; check the weights of "
                                     f"{prefix}* and the calibration text")
@@ -267,7 +279,12 @@ def quantize_model(
         quantizer = QUANTIZERS[method.quantizer]
         t_quant = time.perf_counter()
         for name, lin in linears.items():
-            qw = quantizer(lin, feats.get(name) if needs_inputs else None, qspec, cfg.extra, prefix + name)
+            starved = needs_inputs and name not in feats  # a MoE expert no calibration token was routed to
+            if starved:
+                report.groups.append({"linear": name, "fallback": "no calibration tokens: RTN instead of "
+                                      f"{method.quantizer}"})
+            qw = (QUANTIZERS["rtn"] if starved else quantizer)(lin, feats.get(name) if needs_inputs else None, qspec,
+                                                              cfg.extra, prefix + name)
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
             quantized[prefix + name] = QuantizedWeight(qw.q.cpu(), qw.scales.cpu(),
                                                        None if qw.zeros is None else qw.zeros.cpu(), qw.spec,

@@ -30,6 +30,9 @@ class ScaleEntry:
     beta: float = 0.0
     loss: float = float("nan")
     identity_loss: float = float("nan")
+    kind: str = "auto"  # prev-op kind (awq_ext.models.spec.PREV_KINDS) and, for "rows", [parts, part]
+    rows: list[int] | None = None
+    routers: list[str] = field(default_factory=list)  # float consumers folded alongside (MoE routers)
 
 
 @dataclass

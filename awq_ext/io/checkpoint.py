@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from awq_ext.errors import AWQInputError, CheckpointError
+from awq_ext.models.experts import unfuse_experts
 from awq_ext.nn.wqlinear import WQLinear, set_backend, wq_linears
 from awq_ext.pack.interchange import INTERCHANGE_GEMM
 from awq_ext.quant.quantizer import SUPPORTED_GROUP_SIZES
@@ -512,6 +513,8 @@ def load_quantized(
     info = _scan_headers(files, weight_map)
 
     model = _build_skeleton(cfg, ckpt, model_cls)
+    if not any(k.endswith(".gate_up_proj") for k in info):
+        unfuse_experts(model)  # quantized experts are stored per expert (experts.{e}.gate_proj.qweight ...)
     layers = _install_wqlinears(model, info, qc, ckpt)
     expected = model.state_dict(keep_vars=True)
     tied = getattr(model, "all_tied_weights_keys", None) or {}

@@ -15,5 +15,7 @@ MPT = ModelSpec(
         ScalingGroup("norm_2", ("ffn.up_proj",), inspect="ffn.up_proj"),
     ),
     clip_skip=("attn.Wqkv",),  # holds q and k rows: same reason as LLaMA's q/k clip skip
+    unscaled=(("attn.out_proj", "reads attention over the fused Wqkv (v rows not folded)"),
+              ("ffn.down_proj", "GELU between up_proj and down_proj is not per-channel scalable")),
     notes="v->o and up->down groups are not scaled (see the comment above)",
 )

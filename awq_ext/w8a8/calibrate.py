@@ -33,10 +33,12 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from awq_ext.calibrate.capture import capture_block_inputs, run_chunked, to_device
-from awq_ext.calibrate.fold import fold_scales
+from awq_ext.calibrate.fold import fold_group
+from awq_ext.calibrate.prepare import prepare_model
 from awq_ext.calibrate.pipeline import collect_inputs, divide_features
 from awq_ext.errors import AWQInputError
-from awq_ext.models import ModelSpec, block_linears, get_blocks, get_module, get_spec, group_applies
+from awq_ext.models import ModelSpec, bind_groups, block_linears, get_blocks, get_module, get_spec
+from awq_ext.models.groups import feature_names, search_input
 from awq_ext.nn.w8a8 import W8A8Linear
 from awq_ext.quant.quantizer import check_weight, fake_quantize
 from awq_ext.quant.w8a8 import (
@@ -84,15 +86,15 @@ def equalize_block(block: nn.Module, spec: ModelSpec, feats: dict[str, torch.Ten
     arithmetic) and divide the recorded inputs ``feats`` accordingly. Returns one report per group;
     the factors go into ``out_scales`` keyed by ``prefix + prev_op``."""
     groups: list[dict] = []
-    for group in spec.groups:
-        if not group_applies(block, group):
-            groups.append({"prev_op": group.prev_op, "skipped": "output/input widths differ"})
+    for group, skip in bind_groups(block, spec, feats):
+        if skip:
+            groups.append({"prev_op": group.prev_op, "skipped": skip})
             continue
         lins = [get_module(block, n) for n in group.linears]
-        s = equalization_factors(cfg, feats[group.linears[0]], [lin.weight.data for lin in lins])
+        s = equalization_factors(cfg, search_input(group, feats)[0], [lin.weight.data for lin in lins])
         if s is None:
             continue
-        fold_scales(get_module(block, group.prev_op), lins, s)
+        fold_group(block, group, s)
         divide_features(feats, group.linears, s)
         if out_scales is not None:
             out_scales[prefix + group.prev_op] = s.cpu()
@@ -136,10 +138,10 @@ def _quantize_linear(block: nn.Module, name: str, lin: nn.Linear, x: torch.Tenso
     return shift
 
 
-def validate_model_w8a8(model: nn.Module, cfg: W8A8Config) -> None:
-    spec = get_spec(model)
+def validate_model_w8a8(model: nn.Module, cfg: W8A8Config, spec: ModelSpec | None = None) -> None:
+    spec = get_spec(model, spec)
     for i, block in enumerate(get_blocks(model, spec)):
-        lins = block_linears(block)
+        lins = block_linears(block, spec)
         if not lins:
             raise AWQInputError(f"{spec.blocks}.{i} holds no nn.Linear: the model is already quantized, or "
                                 "the adapter spec does not match it; load a float model")
@@ -151,14 +153,16 @@ def validate_model_w8a8(model: nn.Module, cfg: W8A8Config) -> None:
 
 
 @torch.no_grad()
-def quantize_w8a8(model: nn.Module, calib_ids: torch.Tensor, cfg: W8A8Config, progress: bool = True) -> W8A8Result:
+def quantize_w8a8(model: nn.Module, calib_ids: torch.Tensor, cfg: W8A8Config, progress: bool = True,
+                  spec: ModelSpec | None = None) -> W8A8Result:
     """Quantize ``model``'s decoder-block linears in place as ``cfg`` says (see module doc)."""
     t0 = time.time()
     if calib_ids is None or calib_ids.dim() != 2 or calib_ids.dtype not in (torch.int32, torch.int64):
         raise AWQInputError("W8A8 calibration needs integer token ids [n_samples, seqlen] (static activation "
                             "scales, equalization ranges and bias correction all come from them)")
-    spec = get_spec(model)
-    validate_model_w8a8(model, cfg)
+    validate_model_w8a8(model, cfg, spec)
+    spec_file, spec = spec is not None, get_spec(model, spec)
+    prepare_model(model, spec, strict_paths=spec_file)
     blocks = get_blocks(model, spec)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     inps, kwargs = capture_block_inputs(model, blocks, calib_ids)
@@ -173,11 +177,15 @@ def quantize_w8a8(model: nn.Module, calib_ids: torch.Tensor, cfg: W8A8Config, pr
         block.to(device)
         inps = inps.to(device)
         kw = to_device(kwargs, device)
-        linears = block_linears(block)
-        feats, fp_out = collect_inputs(block, inps, kw, list(linears), cfg.chunk_size)
+        linears = block_linears(block, spec)
+        feats, fp_out = collect_inputs(block, inps, kw, feature_names(block, spec, list(linears)), cfg.chunk_size)
         report = W8A8BlockReport(i, float("nan"), 0.0)
         report.groups = equalize_block(block, spec, feats, cfg, prefix, scales)
         for name, lin in linears.items():
+            if name not in feats:
+                raise AWQInputError(f"{prefix}{name} received no calibration tokens (a MoE expert no token was "
+                                    "routed to); W8A8 needs its activations: use more calibration data or an AWQ "
+                                    "method, which falls back to RTN for such experts")
             report.bias_shift[name] = _quantize_linear(block, name, lin, feats[name], cfg)
         del feats
         q_out = run_chunked(block, inps, kw, cfg.chunk_size)

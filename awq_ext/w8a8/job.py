@@ -25,7 +25,7 @@ import torch
 
 from awq_ext.errors import AWQInputError
 from awq_ext.eval import perplexity
-from awq_ext.jobs import JobOptions, TextCache, check_zero_shot, peak_rss_mb, plan_data, run_zero_shot
+from awq_ext.jobs import JobOptions, TextCache, check_zero_shot, job_spec, peak_rss_mb, plan_data, run_zero_shot
 from awq_ext.models.loading import is_quantized_checkpoint, load_model, model_label
 from awq_ext.w8a8.calibrate import quantize_w8a8
 from awq_ext.w8a8.config import W8A8_METHODS, W8A8Config
@@ -62,6 +62,7 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
         if opts.model and is_quantized_checkpoint(opts.model):
             raise AWQInputError(f"{opts.model} is already quantized; W8A8 needs the float model")
         model, tokenizer = load_model(opts.model)
+    spec = job_spec(model, opts)
     texts = texts or TextCache(tokenizer)
     plan = plan_data(opts, texts, need_calib=True)
     out: dict[str, Any] = {
@@ -79,7 +80,8 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
                  "token_range": plan.get("eval_range")} if opts.eval else None,
         "config": cfg.to_dict(), "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
-    result = quantize_w8a8(model, plan["calib_ids"], cfg, progress=opts.progress)
+    result = quantize_w8a8(model, plan["calib_ids"], cfg, progress=opts.progress, spec=spec)
+    out["spec"] = opts.spec
     out["quantize_seconds"] = result.seconds
     out["peak_rss_mb_after_quantize"] = peak_rss_mb()
     out["blocks"] = [{"index": b.index, "rel_error": b.rel_error, "seconds": b.seconds, "groups": b.groups,

@@ -112,4 +112,4 @@ def test_loss_inputs_per_token_groups_spread_over_all_samples():
     rows = sub[0, :, 0] / 2  # token index of each picked row
     assert rows[0] == 0 and rows[-1] == 39 and (rows[1:] > rows[:-1]).all()  # first to last sample, in order
     assert torch.equal(loss_inputs(x, down, cfg), x[:2])  # Gram groups: token count costs nothing
-    assert torch.equal(loss_inputs(x, mlp, AWQConfig()), x)
+    assert torch.equal(loss_inputs(x, mlp, AWQConfig(loss_tokens=None)), x)
