@@ -160,7 +160,7 @@ at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tens
   const int m32 = static_cast<int>(pb.m), n32 = static_cast<int>(n), k32 = static_cast<int>(k);
   const int n_pad = static_cast<int>(round_up(n, 16)), k_pad = static_cast<int>(round_up(k, 64));
   const int sms = sm_count(x.device().index());
-  const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, sms, static_cast<int>(split_k))
+  const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, sms, static_cast<int>(split_k), g_idx.has_value())
                               : awq::plan_gemm(m32, n_pad, k_pad, sms, static_cast<int>(split_k));
 
   at::Tensor out = at::empty({pb.m, n}, x.options());

@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   }
 
   const void* x = load(dir + "/x.bin", static_cast<size_t>(m) * k * 2);
-  const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, sms, split_k) : awq::plan_gemm(m, n_pad, k_pad, sms, split_k);
+  const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, sms, split_k, has_gidx != 0) : awq::plan_gemm(m, n_pad, k_pad, sms, split_k);
   int* counters = plan.splits > 1 ? static_cast<int*>(emu::galloc(static_cast<size_t>(plan.counters) * 4, 0)) : nullptr;
   std::vector<char> first;
   for (int rep = 0; rep < reps; ++rep) {
