@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     b_src[it] = qw + (static_cast<size_t>(kt_begin * 4 + kk) * nblocks + (b_ok[it] ? gnb : 0)) * 32 + part * 4;
   }
   const size_t b_step = static_cast<size_t>(4) * nblocks * 32;  // words per BK step
-  constexpr int SLOTS_USED = G < BK ? BK / G : 1;
+  constexpr int SLOTS_USED = GIDX ? 1 : (G < BK ? BK / G : 1);
   constexpr int S_CH = BN / 8;
   constexpr int S_COPIES = GIDX ? 0 : 2 * SLOTS_USED * S_CH;  // (scale, zero) x slots x 16-byte chunks
   static_assert(S_COPIES <= THREADS && BK / 4 <= THREADS, "one scale/g_idx copy per thread at most");

@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_ctas(MAXM, GIDX)) w4a16
   const int nblocks = p.n_pad / 16;
   // Lanes past the last 16-column block (only in the last strip) read block nblocks - 1 instead of branching:
   // their sums land in columns >= n_pad, which are never stored.
-  const int nblk = min(blockIdx.x * (kGemvStrip / 16) + jb, nblocks - 1);
+  const int nblk = min(static_cast<int>(blockIdx.x) * (kGemvStrip / 16) + jb, nblocks - 1);
   const int pair_col = nblk * 16 + 2 * gq;  // (n_a, n_b) scale/zero pair in the interleaved order
 
   const int chunks = p.k_pad / (16 * U);

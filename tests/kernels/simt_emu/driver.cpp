@@ -66,7 +66,9 @@ int main(int argc, char** argv) {
   const int split_k = static_cast<int>(kv.at("split_k")), sms = static_cast<int>(kv.at("sms"));
   const int reps = static_cast<int>(kv.at("reps"));
   emu::g_mode = kv.at("mode") ? emu::kLate : emu::kEarly;
-  emu::g_rng.seed(static_cast<unsigned>(kv.at("seed")));
+  emu::g_seed = static_cast<unsigned>(kv.at("seed"));
+  emu::g_rng.seed(emu::g_seed);
+  emu::g_host_threads = kv.count("threads") ? static_cast<int>(kv.at("threads")) : 1;
   const int n_pad = (n + 15) / 16 * 16, k_pad = (k + 63) / 64 * 64;
   const long groups = kv.at("groups");
 
