@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
 #pragma unroll
     for (int j = 0; j < NT16; ++j)
       ldmatrix_x4(bw[j], Bs + ((lane >> 3) * NB + warp_n * NT16 + j) * 32 + (lane & 7) * 4);
-    PairParams prm[NT16];
+    PairParams prm[GIDX ? 1 : NT16];  // AWQ: one per n16 block, rebuilt per group slot
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       if constexpr (!GIDX) {
@@ -186,24 +186,6 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
             prm[j] = make_params<T>(s01, z01);
           }
         }
-      } else {
-        const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
-        const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
-        const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
-        const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
-#pragma unroll
-        for (int j = 0; j < NT16; ++j) {
-          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
-          uint32_t sv[4], zv[4];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const size_t off = static_cast<size_t>(rows[r]) * p.n_pad + col;
-            const bool ok = col < p.n_pad;
-            sv[r] = ok ? __ldg(reinterpret_cast<const unsigned int*>(scales + off)) : 0u;
-            zv[r] = ok ? __ldg(reinterpret_cast<const unsigned int*>(zeros + off)) : 0u;
-          }
-          prm[j] = make_params_rows<T>(sv, zv);
-        }
       }
       uint32_t a[MT][4];
 #pragma unroll
@@ -214,8 +196,26 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
       }
 #pragma unroll
       for (int j = 0; j < NT16; ++j) {
+        if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
+          const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
+          const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
+          const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
+          const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
+          // column pairs past n_pad (only in the last CTA column) read pair 0 instead: never stored
+          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
+          const int pair = col < p.n_pad ? col / 2 : 0;
+          const unsigned int* sp = reinterpret_cast<const unsigned int*>(scales) + pair;
+          const unsigned int* zp = reinterpret_cast<const unsigned int*>(zeros) + pair;
+          uint32_t sv[4], zv[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
+            zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
+          }
+          prm[0] = make_params_rows<T>(sv, zv);
+        }
         uint32_t b[4];
-        Dequant<T>::run(bw[j][kk], prm[j], b);
+        Dequant<T>::run(bw[j][kk], prm[GIDX ? 0 : j], b);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);

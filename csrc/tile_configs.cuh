@@ -45,10 +45,11 @@ constexpr int kGemvChunk = 4;  // k16 rows per chunk: 64 k rows, a whole group f
 // The m instantiation serving m rows (accumulators are unrolled per row: m = 1 pays for one row only).
 __host__ __device__ constexpr int gemv_rows(int m) { return m <= 1 ? 1 : (m <= 2 ? 2 : (m <= 4 ? 4 : 8)); }
 // CTAs per SM the GEMV is built for (__launch_bounds__ minimum): 4 (<= 64 registers, 64 KB of weights in
-// flight per SM) for the AWQ path at m <= 2; 3 (<= 80 registers, 48 KB) at m <= 4; 2 (<= 128 registers, 32 KB)
-// at m = 8 and for GPTQ-R, whose gathered scales need the registers (tighter caps spill; test_sass.py checks).
+// flight per SM) for the AWQ path at m = 1; 3 (<= 80 registers, 48 KB) at m <= 4; 2 (<= 128 registers, 32 KB)
+// at m = 8 and for GPTQ-R, whose gathered scales need the registers (tighter caps spill: m = 2 at G = 32 does
+// on sm_80 at 64; test_sass.py checks every instantiation).
 __host__ __device__ constexpr int gemv_min_ctas(int maxm, bool gidx) {
-  return gidx || maxm > 4 ? 2 : (maxm <= 2 ? 4 : 3);
+  return gidx || maxm > 4 ? 2 : (maxm <= 1 ? 4 : 3);
 }
 
 // Dequantize kernel: one thread per packed word, 256 threads per CTA.
