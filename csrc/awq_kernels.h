@@ -44,7 +44,8 @@ struct W4Args {
   int* counters;             // int32 [tiles], all zero on entry; the kernel leaves them zero again
 };
 
-// Split-K plan: how many K slices, and the workspace each needs.
+// Split-K plan: how many K slices, and the workspace each needs. With split_request <= 0 the planner picks the
+// count from num_sms (the SM count at run time) so the grid has no wave tail (launch_common.h, auto_splits).
 struct Plan {
   int splits;            // >= 1
   size_t partial_floats; // splits * m * n when splits > 1, else 0
@@ -56,8 +57,9 @@ Plan plan_gemm(int m, int n_pad, int k_pad, int num_sms, int split_request);
 int w4a16_gemm(const W4Args& args, cudaStream_t stream);
 int w4a16_gemm_gptq_r(const W4Args& args, cudaStream_t stream);
 
-// Bandwidth-bound GEMV for m <= kGemvMaxM. g_idx != null selects the GPTQ-R variant.
-Plan plan_gemv(int m, int n_pad, int k_pad, int num_sms, int split_request);
+// Bandwidth-bound GEMV for m <= kGemvMaxM. g_idx != null selects the GPTQ-R variant (plan with gptq_r = true:
+// it runs fewer CTAs per SM, which changes the split that fills the SMs).
+Plan plan_gemv(int m, int n_pad, int k_pad, int num_sms, int split_request, bool gptq_r);
 int w4a16_gemv(const W4Args& args, cudaStream_t stream);
 
 // Dequantize the packed weight to T [n, k] (row-major, nn.Linear orientation) for the cuBLAS path.

@@ -40,6 +40,21 @@ awq::DType to_dtype(const at::Tensor& t, const Problem& pb) {
   return t.scalar_type() == at::kHalf ? awq::kF16 : awq::kBF16;
 }
 
+// Every g_idx entry must name a scale row, 0 <= g < groups: the kernels index scales/zeros with it unchecked, so an
+// out-of-range entry would read outside them. Reading the values needs a reduction and a host sync; inside a
+// CUDA-graph capture nothing can be read back, so the check runs on eager calls only (capture after one eager call
+// with the same g_idx, as graph warm-up does anyway).
+void check_g_idx_values(const at::Tensor& gi, int64_t groups, const Problem& pb) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(gi.device().index()).stream(), &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  const auto [lo_t, hi_t] = at::aminmax(gi);
+  const int64_t lo = lo_t.item<int>(), hi = hi_t.item<int>();
+  TORCH_CHECK(lo >= 0 && hi < groups, pb.where(), ": g_idx values must lie in [0, ", groups,
+              ") (the rows of scales/zeros), got values in [", lo, ", ", hi,
+              "]; rebuild g_idx and the scales with awq_ext.pack.kernel_layout.pack_kernel");
+}
+
 // Checks the packed weight tensors against the kernel layout "w4tc-v1" for this n, k.
 void check_packed(const at::Tensor& qweight, const at::Tensor& scales, const at::Tensor& zeros,
                   const std::optional<at::Tensor>& g_idx, at::ScalarType dtype, const at::Device& dev,
@@ -76,6 +91,7 @@ void check_packed(const at::Tensor& qweight, const at::Tensor& scales, const at:
     TORCH_CHECK(gi.device() == dev && gi.is_contiguous() && gi.scalar_type() == at::kInt, w,
                 ": g_idx must be a contiguous int32 tensor on ", dev);
     TORCH_CHECK(gi.dim() == 1 && gi.size(0) == k_pad, w, ": g_idx must be [k_pad] = [", k_pad, "], got ", gi.sizes());
+    check_g_idx_values(gi, groups, pb);
   }
 }
 
@@ -160,7 +176,7 @@ at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tens
   const int m32 = static_cast<int>(pb.m), n32 = static_cast<int>(n), k32 = static_cast<int>(k);
   const int n_pad = static_cast<int>(round_up(n, 16)), k_pad = static_cast<int>(round_up(k, 64));
   const int sms = sm_count(x.device().index());
-  const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, sms, static_cast<int>(split_k))
+  const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, sms, static_cast<int>(split_k), g_idx.has_value())
                               : awq::plan_gemm(m32, n_pad, k_pad, sms, static_cast<int>(split_k));
 
   at::Tensor out = at::empty({pb.m, n}, x.options());

@@ -7,14 +7,19 @@ namespace awq {
 Plan plan_gemm(int m, int n_pad, int k_pad, int num_sms, int split_request) {
   Plan plan{1, 0, 0};
   if (m <= 0 || n_pad <= 0 || k_pad <= 0) return plan;
-  const int tiles = ((n_pad + kGemmBN - 1) / kGemmBN) * ((m + gemm_tile_bm(m) - 1) / gemm_tile_bm(m));
-  int want = split_request;
-  if (want <= 0) {  // auto: enough CTAs to cover the SMs kSplitTargetCtasPerSm times
-    const int target = (num_sms > 0 ? num_sms : 108) * kSplitTargetCtasPerSm;
-    want = (target + tiles - 1) / tiles;
+  const int bm = gemm_tile_bm(m), bn = gemm_tile_bn(m);
+  const int tiles = ((n_pad + bn - 1) / bn) * ((m + bm - 1) / bm);
+  const int ktiles = k_pad / 64;
+  int splits;
+  if (split_request > 0) {
+    splits = detail::clamp_splits(split_request > kMaxSplits ? kMaxSplits : split_request, ktiles,
+                                  kGemmMinKTilesPerSplit);
+  } else {
+    const int slots = (num_sms > 0 ? num_sms : 108) * gemm_tile_min_ctas(m);
+    splits = detail::auto_splits(tiles, ktiles, kGemmMinKTilesPerSplit, slots,
+                                 static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4);
   }
-  if (want > kMaxSplits) want = kMaxSplits;
-  plan.splits = detail::clamp_splits(want, k_pad / 64, kGemmMinKTilesPerSplit);
+  plan.splits = splits;
   if (plan.splits > 1) {
     plan.partial_floats = static_cast<size_t>(plan.splits) * m * (n_pad);
     plan.counters = tiles;

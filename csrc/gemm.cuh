@@ -2,12 +2,17 @@
 // (gemm_gptq_r.cu): C[m, n] = A[m, k] @ W[n, k]^T, W in the kernel layout "w4tc-v1".
 //
 // Per CTA: a BM x BN tile of C over a K range (split-K slice). Each BK = 64 step moves through a
-// STAGES-deep cp.async ring in shared memory: A (BM x 64, XOR-swizzled so ldmatrix is conflict-free),
-// the packed weights (64 x BN / 2 bytes, copied verbatim: one 32-bit word per lane per 16x16 block), and
-// either the step's scale/zero rows (AWQ: the group of a k16 step is k / G) or its 64 g_idx entries
-// (GPTQ-R: scales and zeros are then gathered from global memory per k row, the irregular access the
-// AWQ paper measures). Warps ldmatrix their A fragments, dequantize weight words in registers into mma
-// B fragments (dequant.cuh) and issue mma.m16n8k16 with fp32 accumulators.
+// STAGES-deep cp.async ring in shared memory: A (BM x 64, XOR-swizzled so ldmatrix is conflict-free), the
+// packed weights (4 k16 rows x BN / 16 blocks of 128 bytes, copied verbatim with the L2 evict-first policy:
+// they are read once) and either the step's scale/zero rows (AWQ: the group of a k16 step is k / G) or its
+// 64 g_idx entries (GPTQ-R: scales and zeros are then gathered from global memory per k row, the irregular
+// access the AWQ paper measures).
+//
+// B fragments are 16 bytes per lane: one ldmatrix.x4 on the weight blocks of one n16 column block in the four
+// k16 rows of the stage gives every lane its own packed word of each (matrix i = k16 row i, its row r = the
+// 16-byte chunk r of that block = the words of lanes 4r .. 4r+3, and ldmatrix hands lane 4g+t the 4 bytes
+// at 4t of row g: exactly its word). Warps ldmatrix their A fragments, dequantize the weight words in
+// registers into mma B fragments (dequant.cuh) and issue mma.m16n8k16 with fp32 accumulators.
 #pragma once
 
 #include <cstdint>
@@ -60,8 +65,6 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   constexpr int THREADS = Tile::THREADS, MT = Tile::MT, NT16 = Tile::NT16;
   constexpr int NB = BN / 16;  // weight blocks per k16 row of the CTA tile
   using L = StageLayout<Tile, GIDX>;
-  // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
-  constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
   static_assert(GIDX || (G == 32 || G == 64 || G == 128), "group size");
 
   extern __shared__ __align__(16) unsigned char smem[];
@@ -82,47 +85,71 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int kt_end = min(ktiles, kt_begin + per_split);
   const int nk = kt_end - kt_begin;  // may be <= 0 for a trailing split: then it contributes zeros
 
+  // Copy assignments are fixed per thread for the whole K loop: the source pointers are computed once here and
+  // advanced by one BK step per load_stage call (the calls come in K order), so the loop body only adds strides.
+  constexpr int IT_A = BM * 8 / THREADS;      // A: BM rows x 8 chunks of 8 elements
+  constexpr int IT_B = 4 * NB * 8 / THREADS;  // B: 4 k16 rows x NB blocks x 8 chunks
+  static_assert(IT_A * THREADS == BM * 8 && IT_B * THREADS == 4 * NB * 8, "whole copy rounds per thread");
+  const uint64_t stream_policy = evict_first_policy();
+  // A chunk c = tid + it * THREADS is row c / 8, chunk c % 8; THREADS / 8 is a multiple of 8 rows, so the
+  // swizzle (row & 7) and the chunk are the same for every it: the shared offset is a_dst + it * (rows) * BK.
+  static_assert((THREADS / 8) % 8 == 0, "A copy rounds must keep the swizzle phase");
+  const int a_ch = tid & 7, a_row = tid >> 3;
+  const int a_dst = a_row * BK + ((a_ch ^ (a_row & 7)) * 8);
+  int a_k = kt_begin * BK + a_ch * 8;
+  const T* a_src[IT_A];
+  bool a_row_ok[IT_A];
+#pragma unroll
+  for (int it = 0; it < IT_A; ++it) {
+    const int gm = m0 + a_row + it * (THREADS / 8);
+    a_row_ok[it] = gm < p.m;
+    a_src[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k + a_k;
+  }
+  // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 4 c words (a verbatim copy).
+  const uint32_t* b_src[IT_B];
+  bool b_ok[IT_B];
+#pragma unroll
+  for (int it = 0; it < IT_B; ++it) {
+    const int c = tid + it * THREADS;
+    const int kk = c / (NB * 8), rem = c % (NB * 8), nb = rem >> 3, part = rem & 7;
+    const int gnb = blockIdx.x * NB + nb;
+    b_ok[it] = gnb < nblocks;
+    b_src[it] = qw + (static_cast<size_t>(kt_begin * 4 + kk) * nblocks + (b_ok[it] ? gnb : 0)) * 32 + part * 4;
+  }
+  const size_t b_step = static_cast<size_t>(4) * nblocks * 32;  // words per BK step
+  constexpr int SLOTS_USED = GIDX ? 1 : (G < BK ? BK / G : 1);
+  constexpr int S_CH = BN / 8;
+  constexpr int S_COPIES = GIDX ? 0 : 2 * SLOTS_USED * S_CH;  // (scale, zero) x slots x 16-byte chunks
+  static_assert(S_COPIES <= THREADS && BK / 4 <= THREADS, "one scale/g_idx copy per thread at most");
+  const int s_which = tid / (SLOTS_USED * S_CH), s_slot = (tid % (SLOTS_USED * S_CH)) / S_CH;
+  const int s_col = n0 + (tid % S_CH) * 8;
+  const bool s_ok = tid < S_COPIES && s_col < p.n_pad;
+  const T* s_base = (s_which ? zeros : scales) + (s_ok ? s_col : 0);
+  const int s_dst = (s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8;
+
   auto load_stage = [&](int slot, int kt) {
     unsigned char* st = smem + slot * L::kStageBytes;
     T* As = reinterpret_cast<T*>(st);
     uint32_t* Bs = reinterpret_cast<uint32_t*>(st + L::kABytes);
 #pragma unroll
-    for (int it = 0; it < (BM * 8 + THREADS - 1) / THREADS; ++it) {  // A: BM rows x 8 chunks of 8 elements
-      const int c = tid + it * THREADS;
-      if ((BM * 8) % THREADS != 0 && c >= BM * 8) break;
-      const int r = c >> 3, ch = c & 7;
-      const int gm = m0 + r, gk = kt * BK + ch * 8;
-      const bool ok = gm < p.m && gk < p.k;
-      cp_async16(As + r * BK + ((ch ^ (r & 7)) * 8), ok ? A + static_cast<size_t>(gm) * p.k + gk : A, ok);
+    for (int it = 0; it < IT_A; ++it) {
+      const bool ok = a_row_ok[it] && a_k < p.k;
+      cp_async16(As + a_dst + it * (THREADS / 8) * BK, ok ? a_src[it] : A, ok);
+      a_src[it] += BK;
     }
+    a_k += BK;
 #pragma unroll
-    for (int it = 0; it < (4 * NB * 8 + THREADS - 1) / THREADS; ++it) {  // B: 4 k16 rows x NB blocks x 8 chunks
-      const int c = tid + it * THREADS;
-      if ((4 * NB * 8) % THREADS != 0 && c >= 4 * NB * 8) break;
-      const int kk = c / (NB * 8), rem = c % (NB * 8), nb = rem >> 3, part = rem & 7;
-      const int gnb = blockIdx.x * NB + nb;
-      const bool ok = gnb < nblocks;
-      const uint32_t* src = qw + (static_cast<size_t>(kt * 4 + kk) * nblocks + gnb) * 32 + part * 4;
-      cp_async16(Bs + (kk * NB + nb) * 32 + part * 4, ok ? src : qw, ok);
+    for (int it = 0; it < IT_B; ++it) {
+      cp_async16_stream(Bs + 4 * (tid + it * THREADS), b_src[it], b_ok[it], stream_policy);
+      b_src[it] += b_step;
     }
     if constexpr (!GIDX) {
       T* Ss = reinterpret_cast<T*>(st + L::kABytes + L::kBBytes);  // [2 (scale, zero)][kSlots][BN]
-      constexpr int SLOTS_USED = G < BK ? BK / G : 1;
-      constexpr int CH = BN / 8;
-#pragma unroll
-      for (int it = 0; it < (2 * SLOTS_USED * CH + THREADS - 1) / THREADS; ++it) {
-        const int c = tid + it * THREADS;
-        if ((2 * SLOTS_USED * CH) % THREADS != 0 && c >= 2 * SLOTS_USED * CH) break;
-        const int which = c / (SLOTS_USED * CH), rem = c % (SLOTS_USED * CH), s = rem / CH, ch = rem % CH;
-        const int grow = (kt * BK) / G + s, gcol = n0 + ch * 8;
-        const bool ok = gcol < p.n_pad;
-        const T* base = which ? zeros : scales;
-        cp_async16(Ss + (which * L::kSlots + s) * BN + ch * 8,
-                   ok ? base + static_cast<size_t>(grow) * p.n_pad + gcol : base, ok);
-      }
+      if (tid < S_COPIES)
+        cp_async16(Ss + s_dst, s_base + static_cast<size_t>((kt * BK) / G + s_slot) * p.n_pad, s_ok);
     } else {
       int32_t* Is = reinterpret_cast<int32_t*>(st + L::kABytes + L::kBBytes);
-if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
+      if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
     }
   };
 
@@ -134,11 +161,17 @@ if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
+  // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
+  constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
   auto compute_stage = [&](int slot) {
     const unsigned char* st = smem + slot * L::kStageBytes;
     const T* As = reinterpret_cast<const T*>(st);
     const uint32_t* Bs = reinterpret_cast<const uint32_t*>(st + L::kABytes);
-    PairParams prm[NT16];
+    uint32_t bw[NT16][4];  // [n16 block][k16 row]: this lane's packed word, one ldmatrix.x4 per block
+#pragma unroll
+    for (int j = 0; j < NT16; ++j)
+      ldmatrix_x4(bw[j], Bs + ((lane >> 3) * NB + warp_n * NT16 + j) * 32 + (lane & 7) * 4);
+    PairParams prm[GIDX ? 1 : NT16];  // AWQ: one per n16 block, rebuilt per group slot
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       if constexpr (!GIDX) {
@@ -153,24 +186,6 @@ if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
             prm[j] = make_params<T>(s01, z01);
           }
         }
-      } else {
-        const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
-        const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
-        const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
-        const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
-#pragma unroll
-        for (int j = 0; j < NT16; ++j) {
-          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
-          uint32_t sv[4], zv[4];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const size_t off = static_cast<size_t>(rows[r]) * p.n_pad + col;
-            const bool ok = col < p.n_pad;
-            sv[r] = ok ? __ldg(reinterpret_cast<const unsigned int*>(scales + off)) : 0u;
-            zv[r] = ok ? __ldg(reinterpret_cast<const unsigned int*>(zeros + off)) : 0u;
-          }
-          prm[j] = make_params_rows<T>(sv, zv);
-        }
       }
       uint32_t a[MT][4];
 #pragma unroll
@@ -181,9 +196,26 @@ if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
       }
 #pragma unroll
       for (int j = 0; j < NT16; ++j) {
-        const uint32_t w = Bs[(kk * NB + warp_n * NT16 + j) * 32 + lane];
+        if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
+          const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
+          const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
+          const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
+          const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
+          // column pairs past n_pad (only in the last CTA column) read pair 0 instead: never stored
+          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
+          const int pair = col < p.n_pad ? col / 2 : 0;
+          const unsigned int* sp = reinterpret_cast<const unsigned int*>(scales) + pair;
+          const unsigned int* zp = reinterpret_cast<const unsigned int*>(zeros) + pair;
+          uint32_t sv[4], zv[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
+            zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
+          }
+          prm[0] = make_params_rows<T>(sv, zv);
+        }
         uint32_t b[4];
-        Dequant<T>::run(w, prm[j], b);
+        Dequant<T>::run(bw[j][kk], prm[GIDX ? 0 : j], b);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
@@ -276,7 +308,8 @@ int launch_gemm_m(const W4Args& a, cudaStream_t stream) {
 }
 
 inline int gemm_tile_bm(int m) { return m <= 16 ? 16 : (m <= 64 ? 64 : 128); }
-constexpr int kGemmBN = 128;
-static_assert(TileM16::BN == kGemmBN && TileM64::BN == kGemmBN && TileM128::BN == kGemmBN, "one BN for planning");
+// CTAs per SM the tile is built for (its __launch_bounds__ minimum): the slots split-K planning fills.
+inline int gemm_tile_min_ctas(int m) { return m <= 16 ? TileM16::MIN_CTAS : (m <= 64 ? TileM64::MIN_CTAS : TileM128::MIN_CTAS); }
+inline int gemm_tile_bn(int m) { return m <= 16 ? TileM16::BN : (m <= 64 ? TileM64::BN : TileM128::BN); }
 
 }  // namespace awq

@@ -1,12 +1,27 @@
-// W4A16 GEMV for m <= 8 (decode): bandwidth-bound, so every lane streams 16-byte weight loads and keeps
-// kGemvUnroll of them in flight before using any; fp32 accumulation; both the reorder-free AWQ path and the
-// GPTQ-R path (scales/zeros gathered through g_idx per k row).
+// W4A16 GEMV for m <= kGemvMaxM (decode): bandwidth-bound, so every lane streams 16-byte weight loads (L2
+// evict-first) and keeps a whole chunk of kGemvChunk of them in flight before using any; the math is
+// fp16x2/bf16x2 (HFMA2): a pair of weights is dequantized with two half2 ops (zero point folded into the
+// magic-number subtraction, then the scale; dequant.cuh, the exact rounding of the reference) and multiplied
+// into the activations with one more. Both the reorder-free AWQ path and the GPTQ-R path (scales/zeros
+// gathered through g_idx per k row) are this kernel.
 //
 // Lane mapping on the kernel layout "w4tc-v1": a warp reads the four consecutive 16x16 blocks of one k16
 // row of its 64-column strip - 512 contiguous bytes - and lane L takes bytes [16L, 16L + 16): the words of
 // lanes 4(L%8) .. 4(L%8)+3 of block L/8. Those four words hold all 16 k rows of columns
 // n_a = 16 (4 strip + L/8) + L%8 and n_b = n_a + 8 (word i: k rows 2i, 2i+1, 2i+8, 2i+9), so each lane
 // finishes whole dot products without shuffles; the 8 warps of the CTA then reduce in shared memory.
+// K is cut into chunks of kGemvChunk k16 rows (64 k, so a chunk lies in one group for G >= 64 and in two
+// for G = 32); warps take the chunks of their split-K slice round-robin.
+//
+// Precision (the one place this kernel rounds differently from the fp32 reference): per k16 row and m, the
+// 16 products of a column are accumulated in the two halves of one fp16x2/bf16x2 register (8 products each,
+// one rounding per HFMA2), then both halves are added to an fp32 accumulator. With u the unit roundoff of T
+// (2^-11 fp16, 2^-8 bf16) and gamma_8 = 8u / (1 - 8u), the error of an output before its final rounding is
+//   |y_kernel - y| <= gamma_8 * sum_k |w_k x_k| + (fp32 terms, below 2^-24 * (K / 8 + 8) * sum_k |w_k x_k|)
+// where w_k is the weight rounded to T exactly as the reference rounds it; the final store rounds once more
+// (<= u |y|). tests/kernels/test_simt_emulation.py checks this bound on random data. A run is one k16 row,
+// so the half2 partial sums stay within 8 products of the fp32 accumulator and never overflow for outputs
+// that fit in T.
 #include <cstdint>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -22,25 +37,31 @@ namespace awq {
 namespace {
 
 template <typename T>
-struct Cvt;
+struct Math2;
 template <>
-struct Cvt<__half> {
-  __device__ __forceinline__ static float2 to_float2(uint32_t v) {
-    return __half22float2(*reinterpret_cast<const __half2*>(&v));
+struct Math2<__half> {
+  __device__ __forceinline__ static uint32_t fma(uint32_t a, uint32_t b, uint32_t c) { return hfma2_f16(a, b, c); }
+  __device__ __forceinline__ static float sum_halves(uint32_t v) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v));
+    return f.x + f.y;
   }
   __device__ __forceinline__ static void store(__half* p, float v) { *p = __float2half_rn(v); }
 };
 template <>
-struct Cvt<__nv_bfloat16> {
-  __device__ __forceinline__ static float2 to_float2(uint32_t v) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
+struct Math2<__nv_bfloat16> {
+  __device__ __forceinline__ static uint32_t fma(uint32_t a, uint32_t b, uint32_t c) { return hfma2_bf16(a, b, c); }
+  __device__ __forceinline__ static float sum_halves(uint32_t v) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
+    return f.x + f.y;
   }
   __device__ __forceinline__ static void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 };
 
-template <typename T, int MAXM, bool GIDX>
-__global__ void __launch_bounds__(kGemvThreads, 2) w4a16_gemv_kernel(const W4Args p, int log2_group) {
-  constexpr int WARPS = kGemvWarps, U = kGemvUnroll;
+// G: group size (32/64/128) for the AWQ path, 0 for GPTQ-R (GIDX = true).
+template <typename T, int MAXM, int G, bool GIDX>
+__global__ void __launch_bounds__(kGemvThreads, gemv_min_ctas(MAXM, GIDX)) w4a16_gemv_kernel(const W4Args p) {
+  constexpr int WARPS = kGemvWarps, U = kGemvChunk;
+  static_assert(GIDX || G == 32 || G == 64 || G == 128, "group size");
   const T* __restrict__ A = static_cast<const T*>(p.a);
   const T* __restrict__ scales = static_cast<const T*>(p.scales);
   const T* __restrict__ zeros = static_cast<const T*>(p.zeros);
@@ -48,46 +69,48 @@ __global__ void __launch_bounds__(kGemvThreads, 2) w4a16_gemv_kernel(const W4Arg
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int jb = lane >> 3, gq = lane & 7;
   const int nblocks = p.n_pad / 16;
-  const int nblk = blockIdx.x * (kGemvStrip / 16) + jb;
-  const bool valid = nblk < nblocks;
+  // Lanes past the last 16-column block (only in the last strip) read block nblocks - 1 instead of branching:
+  // their sums land in columns >= n_pad, which are never stored.
+  const int nblk = min(static_cast<int>(blockIdx.x) * (kGemvStrip / 16) + jb, nblocks - 1);
   const int pair_col = nblk * 16 + 2 * gq;  // (n_a, n_b) scale/zero pair in the interleaved order
 
-  const int ksteps = p.k_pad / 16;
-  const int per_split = (ksteps + p.splits - 1) / p.splits;
-  const int kbeg = blockIdx.y * per_split;
-  const int kend = min(ksteps, kbeg + per_split);
+  const int chunks = p.k_pad / (16 * U);
+  const int per_split = (chunks + p.splits - 1) / p.splits;
+  const int cbeg = blockIdx.y * per_split;
+  const int cend = min(chunks, cbeg + per_split);
 
-  const uint4* wbase = reinterpret_cast<const uint4*>(p.qweight) + static_cast<size_t>(nblk) * 8 + gq;
+  const uint64_t policy = evict_first_policy();
+  const int row_v4 = nblocks * 8;  // 16-byte words per k16 row of the layout
+  const uint4* wlane = reinterpret_cast<const uint4*>(p.qweight) + nblk * 8 + gq;
+  const unsigned int* slane = reinterpret_cast<const unsigned int*>(scales + pair_col);
+  const unsigned int* zlane = reinterpret_cast<const unsigned int*>(zeros + pair_col);
+  const int pair_stride = p.n_pad / 2;  // 32-bit (scale pair) words per group row
   float acc[MAXM][2];
 #pragma unroll
   for (int m = 0; m < MAXM; ++m) acc[m][0] = acc[m][1] = 0.f;
 
-  for (int kt0 = kbeg + warp; kt0 < kend; kt0 += WARPS * U) {
+  for (int c = cbeg + warp; c < cend; c += WARPS) {
+    const int kt0 = c * U;
+    const uint4* wc = wlane + static_cast<size_t>(kt0) * row_v4;
     uint4 wv[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {  // all loads first: U x 512 B per warp in flight
-      const int kt = kt0 + u * WARPS;
-      wv[u] = (valid && kt < kend) ? ld_global_nc_v4(wbase + static_cast<size_t>(kt) * nblocks * 8)
-                                   : make_uint4(0u, 0u, 0u, 0u);
+    for (int u = 0; u < U; ++u) wv[u] = ld_stream_v4(wc + u * row_v4, policy);  // U x 512 B per warp in flight
+    // AWQ: the chunk's 64 rows lie in one group (G >= 64) or two (G = 32: k16 rows 0-1 and 2-3).
+    constexpr int NGRP = GIDX ? 0 : (G == 32 ? 2 : 1);
+    PairParams grp[NGRP > 0 ? NGRP : 1];
+#pragma unroll
+    for (int h = 0; h < NGRP; ++h) {
+      const int off = ((kt0 * 16 + 32 * h) / (GIDX ? 1 : G)) * pair_stride;
+      grp[h] = make_params<T>(__ldg(slane + off), __ldg(zlane + off));
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int kt = kt0 + u * WARPS;
-      if (kt >= kend) break;  // warp-uniform
+      const int kt = kt0 + u;
       const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-      float2 wf[4][4];  // [word i][pair]: pairs 0,1 -> column n_a (k 2i..2i+1, 2i+8..2i+9); 2,3 -> n_b
+      uint32_t wd[4][4];  // [word i][pair]: pairs 0,1 -> column n_a (k 2i..2i+1, 2i+8..2i+9); 2,3 -> n_b
       if constexpr (!GIDX) {
-        const size_t off = static_cast<size_t>((kt * 16) >> log2_group) * p.n_pad + pair_col;
-        const uint32_t s01 = valid ? __ldg(reinterpret_cast<const unsigned int*>(scales + off)) : 0u;
-        const uint32_t z01 = valid ? __ldg(reinterpret_cast<const unsigned int*>(zeros + off)) : 0u;
-        const PairParams prm = make_params<T>(s01, z01);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          uint32_t b[4];
-          Dequant<T>::run(words[i], prm, b);
-#pragma unroll
-          for (int q = 0; q < 4; ++q) wf[i][q] = Cvt<T>::to_float2(b[q]);
-        }
+        for (int i = 0; i < 4; ++i) Dequant<T>::run(words[i], grp[NGRP == 2 ? (u >> 1) : 0], wd[i]);
       } else {
         const int4* gp = reinterpret_cast<const int4*>(p.g_idx + kt * 16);
         const int4 g0 = __ldg(gp), g1 = __ldg(gp + 1), g2 = __ldg(gp + 2), g3 = __ldg(gp + 3);
@@ -99,42 +122,31 @@ __global__ void __launch_bounds__(kGemvThreads, 2) w4a16_gemv_kernel(const W4Arg
           uint32_t sv[4], zv[4];
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
-            const size_t off = static_cast<size_t>(rows[r]) * p.n_pad + pair_col;
-            sv[r] = valid ? __ldg(reinterpret_cast<const unsigned int*>(scales + off)) : 0u;
-            zv[r] = valid ? __ldg(reinterpret_cast<const unsigned int*>(zeros + off)) : 0u;
+            sv[r] = __ldg(slane + rows[r] * pair_stride);
+            zv[r] = __ldg(zlane + rows[r] * pair_stride);
           }
-          uint32_t b[4];
-          Dequant<T>::run(words[i], make_params_rows<T>(sv, zv), b);
-#pragma unroll
-          for (int q = 0; q < 4; ++q) wf[i][q] = Cvt<T>::to_float2(b[q]);
+          Dequant<T>::run(words[i], make_params_rows<T>(sv, zv), wd[i]);
         }
       }
       const int k0 = kt * 16;
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
         if (m >= p.m) break;  // uniform
-        const T* xr = A + static_cast<size_t>(m) * p.k + k0;
+        const T* xr = A + m * p.k + k0;
         // K % 8 == 0, so each 8-element half of the k16 step is wholly inside or outside [0, K)
         const uint4 x0 = k0 < p.k ? __ldg(reinterpret_cast<const uint4*>(xr)) : make_uint4(0u, 0u, 0u, 0u);
         const uint4 x1 = k0 + 8 < p.k ? __ldg(reinterpret_cast<const uint4*>(xr + 8)) : make_uint4(0u, 0u, 0u, 0u);
-        const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};  // pair p: k 2p, 2p+1
-        float2 xf[8];
-#pragma unroll
-        for (int q = 0; q < 8; ++q) xf[q] = Cvt<T>::to_float2(xw[q]);
-        float sa = acc[m][0], sb = acc[m][1];
+        const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};  // pair q: k 2q, 2q+1
+        uint32_t ha = 0u, hb = 0u;  // the run: this k16 row's products, 8 per half
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          sa = fmaf(wf[i][0].x, xf[i].x, sa);
-          sa = fmaf(wf[i][0].y, xf[i].y, sa);
-          sa = fmaf(wf[i][1].x, xf[i + 4].x, sa);
-          sa = fmaf(wf[i][1].y, xf[i + 4].y, sa);
-          sb = fmaf(wf[i][2].x, xf[i].x, sb);
-          sb = fmaf(wf[i][2].y, xf[i].y, sb);
-          sb = fmaf(wf[i][3].x, xf[i + 4].x, sb);
-          sb = fmaf(wf[i][3].y, xf[i + 4].y, sb);
+          ha = Math2<T>::fma(wd[i][0], xw[i], ha);
+          ha = Math2<T>::fma(wd[i][1], xw[i + 4], ha);
+          hb = Math2<T>::fma(wd[i][2], xw[i], hb);
+          hb = Math2<T>::fma(wd[i][3], xw[i + 4], hb);
         }
-        acc[m][0] = sa;
-        acc[m][1] = sb;
+        acc[m][0] += Math2<T>::sum_halves(ha);
+        acc[m][1] += Math2<T>::sum_halves(hb);
       }
     }
   }
@@ -158,7 +170,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2) w4a16_gemv_kernel(const W4Arg
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) s += red[w][m][c];
     if (!split) {
-      Cvt<T>::store(C + static_cast<size_t>(m) * p.n + n, s);
+      Math2<T>::store(C + static_cast<size_t>(m) * p.n + n, s);
     } else {
       p.partials[(static_cast<size_t>(blockIdx.y) * p.m + m) * p.n + n] = s;
     }
@@ -171,45 +183,54 @@ __global__ void __launch_bounds__(kGemvThreads, 2) w4a16_gemv_kernel(const W4Arg
     if (n >= p.n) continue;
     float s = 0.f;
     for (int z = 0; z < p.splits; ++z) s += __ldcg(p.partials + (static_cast<size_t>(z) * p.m + m) * p.n + n);
-    Cvt<T>::store(C + static_cast<size_t>(m) * p.n + n, s);
+    Math2<T>::store(C + static_cast<size_t>(m) * p.n + n, s);
   }
 }
 
-template <typename T, int MAXM, bool GIDX>
-int launch_gemv(const W4Args& a, int log2_group, cudaStream_t stream) {
+template <typename T, int MAXM, int G, bool GIDX>
+int launch_gemv(const W4Args& a, cudaStream_t stream) {
   const dim3 grid((a.n_pad + kGemvStrip - 1) / kGemvStrip, a.splits);
-  w4a16_gemv_kernel<T, MAXM, GIDX><<<grid, kGemvThreads, 0, stream>>>(a, log2_group);
+  w4a16_gemv_kernel<T, MAXM, G, GIDX><<<grid, kGemvThreads, 0, stream>>>(a);
   return detail::capture(cudaGetLastError());
 }
 
-// MAXM instantiations 1, 2, 4, 8: the accumulators are unrolled per row, so m = 1 (plain decode) pays for
-// exactly one row; the others round m up.
-template <typename T, bool GIDX>
-int dispatch_m(const W4Args& a, int log2_group, cudaStream_t stream) {
-  if (a.m <= 1) return launch_gemv<T, 1, GIDX>(a, log2_group, stream);
-  if (a.m <= 2) return launch_gemv<T, 2, GIDX>(a, log2_group, stream);
-  if (a.m <= 4) return launch_gemv<T, 4, GIDX>(a, log2_group, stream);
-  return launch_gemv<T, 8, GIDX>(a, log2_group, stream);
+// MAXM instantiations 1, 2, 4, 8 (gemv_rows): the accumulators are unrolled per row, so m = 1 (plain decode)
+// pays for exactly one row; the others round m up.
+template <typename T, int G, bool GIDX>
+int dispatch_m(const W4Args& a, cudaStream_t stream) {
+  switch (gemv_rows(a.m)) {
+    case 1: return launch_gemv<T, 1, G, GIDX>(a, stream);
+    case 2: return launch_gemv<T, 2, G, GIDX>(a, stream);
+    case 4: return launch_gemv<T, 4, G, GIDX>(a, stream);
+    default: return launch_gemv<T, 8, G, GIDX>(a, stream);
+  }
 }
 
 template <typename T>
-int dispatch_variant(const W4Args& a, int log2_group, cudaStream_t stream) {
-  return a.g_idx != nullptr ? dispatch_m<T, true>(a, log2_group, stream) : dispatch_m<T, false>(a, log2_group, stream);
+int dispatch_variant(const W4Args& a, cudaStream_t stream) {
+  if (a.g_idx != nullptr) return dispatch_m<T, 0, true>(a, stream);
+  switch (a.group_size) {
+    case 32: return dispatch_m<T, 32, false>(a, stream);
+    case 64: return dispatch_m<T, 64, false>(a, stream);
+    case 128: return dispatch_m<T, 128, false>(a, stream);
+    default: return kErrGroupSize;
+  }
 }
 
 }  // namespace
 
-Plan plan_gemv(int m, int n_pad, int k_pad, int num_sms, int split_request) {
+Plan plan_gemv(int m, int n_pad, int k_pad, int num_sms, int split_request, bool gptq_r) {
   Plan plan{1, 0, 0};
   if (m <= 0 || n_pad <= 0 || k_pad <= 0) return plan;
   const int strips = (n_pad + kGemvStrip - 1) / kGemvStrip;
-  int want = split_request;
-  if (want <= 0) {
-    const int target = (num_sms > 0 ? num_sms : 108) * kSplitTargetCtasPerSm * 2;  // 256-thread CTAs: 4 per SM
-    want = (target + strips - 1) / strips;
+  const int chunks = k_pad / (16 * kGemvChunk);
+  if (split_request > 0) {
+    plan.splits = detail::clamp_splits(split_request > kMaxSplits ? kMaxSplits : split_request, chunks, kGemvWarps);
+  } else {
+    const int slots = (num_sms > 0 ? num_sms : 108) * gemv_min_ctas(gemv_rows(m), gptq_r);
+    plan.splits = detail::auto_splits(strips, chunks, kGemvWarps, slots, static_cast<double>(n_pad) * k_pad / 2,
+                                      static_cast<double>(m) * n_pad * 4);
   }
-  if (want > kMaxSplits) want = kMaxSplits;
-  plan.splits = detail::clamp_splits(want, k_pad / 16, kGemvWarps * kGemvUnroll);
   if (plan.splits > 1) {
     plan.partial_floats = static_cast<size_t>(plan.splits) * m * n_pad;
     plan.counters = strips;
@@ -221,12 +242,7 @@ int w4a16_gemv(const W4Args& a, cudaStream_t stream) {
   const int rc = detail::check_args(a);
   if (rc != kOk) return rc;
   if (a.m > kGemvMaxM) return kErrUnsupportedM;
-  int log2_group = 0;
-  if (a.g_idx == nullptr) {
-    while ((1 << log2_group) < a.group_size) ++log2_group;
-  }
-  return a.dtype == kF16 ? dispatch_variant<__half>(a, log2_group, stream)
-                         : dispatch_variant<__nv_bfloat16>(a, log2_group, stream);
+  return a.dtype == kF16 ? dispatch_variant<__half>(a, stream) : dispatch_variant<__nv_bfloat16>(a, stream);
 }
 
 }  // namespace awq

@@ -53,6 +53,32 @@ int clamp_splits(int request, int steps, int min_steps_per_split) {
   return s;
 }
 
+double wave_efficiency(int tiles, int splits, int steps, int slots) {
+  if (tiles <= 0 || splits <= 0 || steps <= 0 || slots <= 0) return 0.0;
+  const long ctas = static_cast<long>(tiles) * splits;
+  const long waves = (ctas + slots - 1) / slots;
+  const double fill = static_cast<double>(ctas) / (static_cast<double>(waves) * slots);
+  const int per = (steps + splits - 1) / splits;
+  return fill * static_cast<double>(steps) / (static_cast<double>(splits) * per);
+}
+
+int auto_splits(int tiles, int steps, int min_steps_per_split, int slots, double weight_bytes,
+                double partial_bytes_per_split) {
+  const int cap = clamp_splits(kMaxSplits, steps, min_steps_per_split);
+  int best = 1;
+  double best_cost = 0.0;
+  for (int s = 1; s <= cap; ++s) {
+    if (clamp_splits(s, steps, min_steps_per_split) != s) continue;  // would leave an empty slice
+    const double bytes = weight_bytes + (s > 1 ? 2.0 * s * partial_bytes_per_split : 0.0);  // write + read back
+    const double cost = bytes / wave_efficiency(tiles, s, steps, slots);
+    if (s == 1 || cost < best_cost * 0.999) {  // ties go to fewer splits (less partial traffic, fewer atomics)
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 int current_sm_count() {
   int dev = 0, sms = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 0;

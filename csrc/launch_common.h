@@ -18,6 +18,16 @@ int check_args(const W4Args& a);
 int capture(cudaError_t err);
 // Largest split count <= request that leaves no split empty, given `steps` K steps and a minimum per split.
 int clamp_splits(int request, int steps, int min_steps_per_split);
+// Split-K factor for `tiles` output tiles over `steps` K steps when the launcher may choose (request <= 0), from
+// the SM count at run time: `slots` = SMs x resident CTAs per SM. A split count s runs tiles * s CTAs in
+// ceil(tiles * s / slots) waves, and its slices hold ceil(steps / s) steps; the time is taken proportional to
+// (weight bytes + s * partial bytes) / (wave fill x slice balance), so the choice leaves no wave tail while
+// the fp32 partials stay cheap. Never more than kMaxSplits or steps / min_steps_per_split; 1 if that is 1.
+int auto_splits(int tiles, int steps, int min_steps_per_split, int slots, double weight_bytes,
+                double partial_bytes_per_split);
+// Fraction of the launch's CTA slots doing useful work: (ctas / slots) / ceil(ctas / slots) times the slice
+// balance steps / (splits * ceil(steps / splits)); 1.0 is a launch without a wave tail.
+double wave_efficiency(int tiles, int splits, int steps, int slots);
 // SM count of the current device (0 when it cannot be read).
 int current_sm_count();
 

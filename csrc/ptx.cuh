@@ -22,6 +22,22 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pr
                : "memory");
 }
 
+// Why: an L2 policy "evict first" for data read exactly once (the packed weights): streaming a 50 MB weight
+// through the 60 MB L2 must not evict the activations, scales and split-K partials that are reused.
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
+// Why: cp.async with the L2 cache-policy operand (no C++ form) so streamed weight tiles carry evict-first.
+__device__ __forceinline__ void cp_async16_stream(void* smem, const void* gmem, bool pred, uint64_t policy) {
+  const int src_bytes = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(smem_u32(smem)),
+               "l"(gmem), "r"(src_bytes), "l"(policy)
+               : "memory");
+}
+
 // Why: commit groups are how the multi-stage pipeline counts stages in flight (no C++ equivalent without cuda::pipeline overhead).
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
@@ -31,7 +47,8 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// Why: ldmatrix loads a 16x16 A tile straight into the mma.m16n8k16 A-fragment register layout in one instruction.
+// Why: ldmatrix hands each lane 4 bytes of each of four 8x8 b16 tiles in the mma fragment layout in one
+// instruction: for A the m16n8k16 A fragment, for the packed weights each lane's own word of four k16 rows.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -69,12 +86,12 @@ __device__ __forceinline__ uint32_t lop3(uint32_t a, uint32_t b, uint32_t c) {
   return d;
 }
 
-// Why: 16-byte read-only global load that skips L1 allocation (streamed weights are read once; keep L1 for activations).
-__device__ __forceinline__ uint4 ld_global_nc_v4(const void* p) {
+// Why: 16-byte read-only weight load that skips L1 (read once) and carries the L2 evict-first policy.
+__device__ __forceinline__ uint4 ld_stream_v4(const void* p, uint64_t policy) {
   uint4 r;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
+               : "l"(p), "l"(policy));
   return r;
 }
 

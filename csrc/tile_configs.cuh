@@ -20,10 +20,12 @@ struct GemmTile {
   static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tile must be whole mma tiles");
 };
 
-// m <= 16 (decode with a few sequences, speculative decoding): one m16 tile; 4 warps split N (32 columns
-//   each) so every weight is dequantized exactly once per CTA; 4 stages x 7 KB keep 28 KB in flight per CTA,
-//   several CTAs per SM (MIN_CTAS 4: <= 128 registers); split-K fills the SMs when N / 128 is small.
-using TileM16 = GemmTile<16, 128, 1, 4, 4, 4>;
+// m <= 16 (decode with a few sequences, speculative decoding): one m16 tile; 4 warps split N (64 columns
+//   each) so every weight is dequantized exactly once per CTA, and a warp dequantizes 16 words per stage, which
+//   amortizes the per-stage fixed cost (A fragments, barrier, copy issue) over twice the weights of a 32-column
+//   warp tile; 4 stages x 12 KB keep 24 KB of weights in flight per CTA, 4 CTAs per SM (MIN_CTAS 4: <= 128
+//   registers, 48 KB shared each); split-K fills the SMs when N / 256 is small.
+using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
 // 16 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 4 stages x 13 KB;
 //   MIN_CTAS 2 leaves up to 255 registers (it needs ~150).
 using TileM64 = GemmTile<64, 128, 2, 2, 4, 2>;
@@ -32,20 +34,29 @@ using TileM64 = GemmTile<64, 128, 2, 2, 4, 2>;
 //   MIN_CTAS 1: at 2 CTAs/SM ptxas caps it at 128 registers and spills on sm_90 (test_sass.py caught it).
 using TileM128 = GemmTile<128, 128, 2, 4, 3, 1>;
 
-// GEMV (m <= 8): 8 warps per CTA all on one 64-column strip, interleaved over K; each lane streams one
-// 16-byte word group per k16 step (a warp reads 512 contiguous bytes) and keeps kGemvUnroll of them in
-// flight before using any; a CTA reduces its 8 warps in shared memory; split-K across CTAs fills the SMs.
+// GEMV (m <= 8): 8 warps per CTA all on one 64-column strip; each lane streams one 16-byte word group per
+// k16 row (a warp reads 512 contiguous bytes) and loads a chunk of kGemvChunk of them before using any; a CTA
+// reduces its 8 warps in shared memory; split-K across CTAs fills the SMs without a wave tail.
+// Bytes in flight per SM: 256 threads x 4 x 16 B = 16 KB per CTA, times gemv_min_ctas CTAs.
 constexpr int kGemvWarps = 8;
 constexpr int kGemvThreads = kGemvWarps * 32;
 constexpr int kGemvStrip = 64;
-constexpr int kGemvUnroll = 4;
+constexpr int kGemvChunk = 4;  // k16 rows per chunk: 64 k rows, a whole group for G >= 64
+// The m instantiation serving m rows (accumulators are unrolled per row: m = 1 pays for one row only).
+__host__ __device__ constexpr int gemv_rows(int m) { return m <= 1 ? 1 : (m <= 2 ? 2 : (m <= 4 ? 4 : 8)); }
+// CTAs per SM the GEMV is built for (__launch_bounds__ minimum): 4 (<= 64 registers, 64 KB of weights in
+// flight per SM) for the AWQ path at m = 1; 3 (<= 80 registers, 48 KB) at m <= 4; 2 (<= 128 registers, 32 KB)
+// at m = 8 and for GPTQ-R, whose gathered scales need the registers (tighter caps spill: m = 2 at G = 32 does
+// on sm_80 at 64; test_sass.py checks every instantiation).
+__host__ __device__ constexpr int gemv_min_ctas(int maxm, bool gidx) {
+  return gidx || maxm > 4 ? 2 : (maxm <= 1 ? 4 : 3);
+}
 
 // Dequantize kernel: one thread per packed word, 256 threads per CTA.
 constexpr int kDequantThreads = 256;
 
-// Split-K (at most kMaxSplits, awq_kernels.h): aim for this many CTAs per SM, and never give a split fewer
-// than this many BK (GEMM) steps or one full unrolled round of k16 steps per warp (GEMV).
-constexpr int kSplitTargetCtasPerSm = 2;
+// Split-K (at most kMaxSplits, awq_kernels.h; the count is chosen by detail::auto_splits from the SM count):
+// never give a GEMM slice fewer than this many BK steps (nor a GEMV slice fewer chunks than it has warps).
 constexpr int kGemmMinKTilesPerSplit = 4;
 
 }  // namespace awq

@@ -4,10 +4,14 @@
 #     (tests/kernels/test_sass.py: nvcc + cuobjdump/nvdisasm from PyPI);
 #   - the torch extension builds through the same JIT path users take (awq_ext.kernels.load) and
 #     imports, with its ops and Meta kernels registered (tests/kernels/test_jit_build.py);
-#   - the CPU emulation of the device dequantization and the kernel-layout round trip.
+#   - the CPU emulation of the device dequantization and the kernel-layout round trip;
+#   - the CPU SIMT emulator on the real kernel sources, bit for bit, with CTAs also run concurrently on host
+#     threads and in a ThreadSanitizer build (g++ -fsanitize=thread) for the split-K reduction.
 # The JIT build needs a CUDA build of torch, which lives in its own venv (.venv-cuda, ~5.5 GB) so the
 # project venv keeps its CPU torch. Needs nvcc (CUDA 12.x/13.x) on the machine.
-# Cold run on 2 cores: venv ~1 min, SASS ~0.5 min, JIT build ~1-2 min; warm runs reuse both caches.
+# Cold run on 2 idle cores: venv ~1 min, SASS ~2-4 min, JIT build ~1-2 min, emulator builds (plain + TSan)
+# ~1.5 min; warm runs reuse every cache. The slow tests (-m slow: full emulator sweep, the missing-fence
+# TSan check) are left to manual runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${AWQ_EXT_CUDA_VENV:-$ROOT/.venv-cuda}

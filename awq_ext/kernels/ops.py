@@ -14,19 +14,23 @@ import torch
 from awq_ext.errors import AWQInputError
 
 # The dispatch table, the only place crossovers live: rows in order, (largest M, path).
-#   gemv           - bandwidth-bound GEMV kernel (M <= 8)
+#   gemv           - bandwidth-bound GEMV kernel (takes M <= GEMV_MAX_M; half2 math, csrc/gemv.cu)
 #   gemm           - tensor-core kernel (online dequantization, split-K for small M)
 #   dequant_cublas - dequantize the whole weight once, then torch.matmul (cuBLAS): never slower than
 #                    FP16 by more than the dequantization itself, which is amortized at large M
 # These crossovers MUST be measured on the target GPU, never assumed: benchmarks/gpu_suite.py times every
 # path at every M and writes the measured table ("dispatch_measured" in its JSON); copy it here.
-# Until then they are first guesses from the byte/flop model of DESIGN.md §6 (H100: weight bytes dominate
-# below M ~ 64; above M ~ 256 the 4x fewer weight bytes no longer pay for the extra dequant work).
+# Until then they come from the SASS of the hot loops (sm_90, warp instructions per 512 weight bytes, no GPU
+# run): GEMV ~109 at M=1, ~145 at M=2, ~211 at M=4, ~340 at M=8 (each extra row costs its own HFMA2 dot
+# products); the M16 GEMM tile ~95-100 at any M <= 16 (the mma does the rows for free). So the GEMV only
+# serves plain decode (M=1, no shared-memory round trip, 4 CTAs/SM) and the GEMM takes M >= 2. Above M ~ 256
+# the 4x fewer weight bytes no longer pay for the extra dequant work (byte/flop model of DESIGN.md §6).
 DISPATCH_TABLE: tuple[tuple[int, str], ...] = (
-    (8, "gemv"),
+    (1, "gemv"),
     (256, "gemm"),
     (sys.maxsize, "dequant_cublas"),
 )
+GEMV_MAX_M = 8  # the largest M the GEMV kernel takes (kGemvMaxM in csrc/awq_kernels.h)
 PATHS = ("gemv", "gemm", "dequant_cublas")
 _PACKED_KEYS = ("qweight", "scales", "zeros")
 
@@ -101,8 +105,8 @@ def w4a16_linear(
     ops = _ops()
     qw, s, z, gi = packed["qweight"], packed["scales"], packed["zeros"], packed.get("g_idx")
     if chosen == "gemv":
-        if m > 8:
-            raise AWQInputError(f"path 'gemv' takes m <= 8, got m={m}")
+        if m > GEMV_MAX_M:
+            raise AWQInputError(f"path 'gemv' takes m <= {GEMV_MAX_M}, got m={m}; use path='gemm'")
         y = ops.w4a16_gemv(x2, qw, s, z, gi, n, k, group_size, split_k)
     elif chosen == "gemm":
         y = ops.w4a16_gemm(x2, qw, s, z, gi, n, k, group_size, split_k)
@@ -124,4 +128,4 @@ def dequantize(packed: Mapping[str, torch.Tensor], group_size: int, n: int, k: i
     )
 
 
-__all__ = ["DISPATCH_TABLE", "PATHS", "choose_path", "dequantize", "w4a16_linear"]
+__all__ = ["DISPATCH_TABLE", "GEMV_MAX_M", "PATHS", "choose_path", "dequantize", "w4a16_linear"]

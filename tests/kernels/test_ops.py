@@ -9,7 +9,7 @@ import torch
 
 from awq_ext.errors import AWQInputError
 from awq_ext.kernels import is_available
-from awq_ext.kernels.ops import DISPATCH_TABLE, PATHS, choose_path, w4a16_linear
+from awq_ext.kernels.ops import DISPATCH_TABLE, GEMV_MAX_M, PATHS, choose_path, w4a16_linear
 from awq_ext.pack.kernel_layout import dequantize_kernel_reference, pack_kernel
 
 needs_gpu = pytest.mark.skipif(not is_available(), reason="needs a CUDA GPU (sm_80+) and a buildable extension")
@@ -19,7 +19,7 @@ def test_table_is_ordered_and_total():
     limits = [m for m, _ in DISPATCH_TABLE]
     assert limits == sorted(limits) and limits[-1] == sys.maxsize
     assert all(p in PATHS for _, p in DISPATCH_TABLE)
-    assert choose_path(1) == "gemv" and choose_path(8) == "gemv" and choose_path(9) == "gemm"
+    assert choose_path(1) == "gemv" and choose_path(2) == "gemm" and choose_path(256) == "gemm"
     assert choose_path(10**6) == "dequant_cublas"
     with pytest.raises(AWQInputError):
         choose_path(0)
@@ -51,8 +51,8 @@ def test_cpu_input_is_refused_with_a_clear_message():
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("m", [1, 3, 8, 17])
 def test_matches_fp32_reference(dtype, gidx, path, m):
-    if path == "gemv" and m > 8:
-        pytest.skip("gemv takes m <= 8")
+    if path == "gemv" and m > GEMV_MAX_M:
+        pytest.skip(f"gemv takes m <= {GEMV_MAX_M}")
     n, k, g = 200, 384, 64
     packed = _packed(n, k, g, dtype, gidx, seed=m)
     w = dequantize_kernel_reference(packed).to(dtype).double()  # the kernels round weights to dtype once

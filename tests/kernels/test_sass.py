@@ -1,6 +1,9 @@
 """The kernels compile for sm_80 and sm_90 (nvcc only, no torch headers); their SASS holds tensor-core
 MMA (HMMA) in the GEMM kernels and no local memory: ptxas reports 0 spill bytes and 0 stack bytes, and
-the disassembly has no LDL/STL. Skips when nvcc, cuobjdump or nvdisasm (PyPI ``nvidia-cuda-cuobjdump``, ``nvidia-cuda-nvdisasm``) is absent.
+the disassembly has no LDL/STL. The hot loops show the bandwidth-oriented design: the GEMV multiplies in
+fp16x2/bf16x2 (HFMA2, no fp32 FFMA) on 16-byte weight loads, and the GEMM main loop takes its B fragments
+(and A) by ldmatrix.x4 - exactly 4 MT + NT16 LDSM per stage, no 32-bit shared loads beyond the scale/zero
+pairs. Skips when nvcc, cuobjdump or nvdisasm (PyPI ``nvidia-cuda-cuobjdump``, ``nvidia-cuda-nvdisasm``) is absent.
 
 Compiled cubins are cached under the kernel cache directory, keyed by the csrc/ hash, so only the first
 run after a source change pays for compilation (about a minute on 2 cores).
@@ -134,3 +137,66 @@ def test_gemm_kernels_use_tensor_cores(built, src, arch):
         assert "LDSM" in body, f"{name} ({arch}) has no LDSM (ldmatrix)"
         assert "LDGSTS" in body, f"{name} ({arch}) has no LDGSTS (cp.async)"
         assert "LOP3" in body, f"{name} ({arch}) has no LOP3 (magic-number dequant)"
+
+
+# ---- hot loops ---------------------------------------------------------------------------------------------
+
+_INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def main_loop(name: str, body: str) -> list[tuple[str, str]]:
+    """(opcode, operands) of the largest backward-branch region of a kernel: its main loop. Fails loudly."""
+    insns = [(int(a, 16), op, rest) for a, op, rest in _INSN.findall(body)]
+    best: tuple[int, int, int] | None = None
+    for addr, op, rest in insns:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op.startswith("BRA") else None
+        if target and int(target.group(1), 16) < addr:
+            lo = int(target.group(1), 16)
+            size = sum(1 for a, _, _ in insns if lo <= a <= addr)
+            if best is None or size > best[0]:
+                best = (size, lo, addr)
+    assert insns, f"{name}: no SASS instructions parsed"
+    assert best is not None, f"{name}: no backward branch, cannot find the main loop"
+    return [(op, rest) for a, op, rest in insns if best[1] <= a <= best[2]]
+
+
+def _tile(name: str) -> tuple[int, int]:
+    """(MT, NT16) of a mangled GEMM kernel name: GemmTile<BM, BN, WARPS_M, WARPS_N, ...>."""
+    m = re.search(r"GemmTileILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E", name)
+    assert m, f"cannot read the tile of {name}"
+    bm, bn, wm, wn = map(int, m.groups())
+    return bm // wm // 16, bn // wn // 16
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gemv_hot_loop_is_half2(built, arch):
+    cubin, _ = built[("gemv.cu", arch)]
+    funcs = {n: b for n, b in _sass_functions(cubin).items() if "w4a16_gemv_kernel" in n}
+    assert len(funcs) == 32, f"gemv.cu {arch}: {len(funcs)} GEMV kernels, expected 32 (2 dtypes x 4 m x 4 variants)"
+    for name, body in funcs.items():
+        ops = [op for op, _ in main_loop(name, body)]
+        hfma2 = sum(op.startswith("HFMA2") for op in ops)
+        assert hfma2 >= 64, f"{name} ({arch}): {hfma2} HFMA2 in the main loop, expected >= 64 (4 k16 rows x 16)"
+        assert not any(op.startswith("FFMA") for op in ops), f"{name} ({arch}): fp32 FFMA in the GEMV main loop"
+        wide = sum(op.startswith("LDG") and ".128" in op for op in ops)
+        assert wide >= 4, f"{name} ({arch}): {wide} 16-byte global loads in the main loop, expected >= 4"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("src", ("gemm.cu", "gemm_gptq_r.cu"))
+def test_gemm_main_loop_takes_16_byte_fragments(built, src, arch):
+    cubin, _ = built[(src, arch)]
+    funcs = {n: b for n, b in _sass_functions(cubin).items() if "w4a16_gemm_kernel" in n}
+    assert funcs
+    for name, body in funcs.items():
+        mt, nt16 = _tile(name)
+        loop = main_loop(name, body)
+        ldsm = sum(op.startswith("LDSM") for op, _ in loop)
+        assert ldsm == 4 * mt + nt16, f"{name} ({arch}): {ldsm} LDSM per stage, expected 4 MT + NT16 = {4 * mt + nt16}"
+        hmma = sum(op.startswith("HMMA") for op, _ in loop)
+        assert hmma == 4 * 2 * nt16 * mt, f"{name} ({arch}): {hmma} HMMA per stage, expected {8 * nt16 * mt}"
+        if src == "gemm.cu":  # 32-bit shared loads: only the scale/zero pairs (2 per n16 block and group slot)
+            lds32 = sum(op == "LDS" and not rest.strip().startswith("RZ") for op, rest in loop)
+            slots = 2 if "ELi32ELb0E" in name else 1
+            assert lds32 <= 2 * nt16 * slots, f"{name} ({arch}): {lds32} 32-bit LDS in the main loop"
+        assert any(op.startswith("LDGSTS") for op, _ in loop), f"{name} ({arch}): no cp.async in the main loop"

@@ -66,7 +66,9 @@ int main(int argc, char** argv) {
   const int split_k = static_cast<int>(kv.at("split_k")), sms = static_cast<int>(kv.at("sms"));
   const int reps = static_cast<int>(kv.at("reps"));
   emu::g_mode = kv.at("mode") ? emu::kLate : emu::kEarly;
-  emu::g_rng.seed(static_cast<unsigned>(kv.at("seed")));
+  emu::g_seed = static_cast<unsigned>(kv.at("seed"));
+  emu::g_rng.seed(emu::g_seed);
+  emu::g_host_threads = kv.count("threads") ? static_cast<int>(kv.at("threads")) : 1;
   const int n_pad = (n + 15) / 16 * 16, k_pad = (k + 63) / 64 * 64;
   const long groups = kv.at("groups");
 
@@ -90,7 +92,7 @@ int main(int argc, char** argv) {
   }
 
   const void* x = load(dir + "/x.bin", static_cast<size_t>(m) * k * 2);
-  const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, sms, split_k) : awq::plan_gemm(m, n_pad, k_pad, sms, split_k);
+  const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, sms, split_k, has_gidx != 0) : awq::plan_gemm(m, n_pad, k_pad, sms, split_k);
   int* counters = plan.splits > 1 ? static_cast<int*>(emu::galloc(static_cast<size_t>(plan.counters) * 4, 0)) : nullptr;
   std::vector<char> first;
   for (int rep = 0; rep < reps; ++rep) {

@@ -8,7 +8,14 @@
 // cp.async.wait_group (LATE: catches reads of a stage before its wait), shared and output memory start
 // poisoned with 0xFF (NaN in fp16/bf16/fp32), and every buffer ends at a PROT_NONE guard page so a read
 // or write one byte past its end faults. ldmatrix/mma follow the PTX ISA fragment layouts
-// (written independently of the kernels). CTAs run one at a time in a shuffled order.
+// (written independently of the kernels). CTAs run in a shuffled order, either one at a time or concurrently
+// on `host threads` OS threads (each runs one CTA at a time; shared memory is thread_local), with the
+// cross-CTA operations mapped to C++ memory-order operations: atomicAdd/atomicExch are relaxed atomic RMWs
+// (__atomic builtins, as CUDA's are relaxed), __threadfence is a sequentially consistent fence. Under
+// ThreadSanitizer (g++ -fsanitize=thread) fibers are announced with the TSan fiber API and each fence is also
+// a release + acquire on one global sync object: PTX fence.sc (what __threadfence compiles to) synchronizes
+// with every later fence.sc in the SC order, and TSan does not model standalone C++ fences itself. So a split-K
+// reduction without the writer's or the reader's fence is reported as a data race on the partials.
 //
 // Force-included before the copied kernel sources (g++ -include emu_runtime.h); tests/kernels/simt_emu/ptx.cuh
 // replaces csrc/ptx.cuh. Not a general CUDA emulator: it supports what csrc/ uses.
@@ -22,6 +29,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -30,16 +38,24 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <thread>
 #include <vector>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+#else
+#define EMU_TSAN 0
+#endif
+
 #undef __shared__
-#define __shared__ static  // one CTA runs at a time, so a static is exactly per-CTA shared memory
+#define __shared__ static thread_local  // a host thread runs one CTA at a time: per-CTA shared memory
 #define __launch_bounds__(...)
 
 using std::max;
 using std::min;
 
-inline uint3 threadIdx, blockIdx;
+inline thread_local uint3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 
 namespace emu {
@@ -109,7 +125,10 @@ struct Copy {
 
 struct Fiber {
   ucontext_t ctx{};
-  std::vector<char> stack;
+  char* stack = nullptr;  // from the host thread's stack pool (fiber_stack)
+#if EMU_TSAN
+  void* tsan = nullptr;
+#endif
   bool done = false;
   const Barrier* wait_bar = nullptr;
   unsigned wait_gen = 0;
@@ -134,19 +153,43 @@ struct Cta {
   Slot slots[1024];
   int cur = -1;
   ucontext_t sched{};
+#if EMU_TSAN
+  void* sched_tsan = nullptr;
+#endif
   unsigned char* dyn = nullptr;
   size_t dyn_bytes = 0;
   std::vector<int> pending;  // per dynamic smem byte: cp.async copies in flight to it
   std::function<void()> body;
 };
 
-inline Cta* g_cta = nullptr;
+inline thread_local Cta* g_cta = nullptr;
 inline Mode g_mode = kLate;
-inline std::mt19937 g_rng(1);
+inline thread_local std::mt19937 g_rng(1);
+inline unsigned g_seed = 1;
+inline int g_host_threads = 1;  // OS threads running CTAs concurrently (1: one after another)
+inline char g_fence_sync;       // the TSan sync object of the fence.sc model
+
+constexpr size_t kFiberStack = 256 * 1024;
+
+// Fiber stacks are mapped once per host thread and reused by every CTA it runs (untouched pages cost nothing).
+inline char* fiber_stack(int t) {
+  static thread_local std::vector<char*> pool;
+  while (pool.size() <= static_cast<size_t>(t)) {
+    void* m = mmap(nullptr, kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) fail("mmap of a fiber stack failed");
+    pool.push_back(static_cast<char*>(m));
+  }
+  return pool[static_cast<size_t>(t)];
+}
 
 inline Fiber& self() { return g_cta->fibers[static_cast<size_t>(g_cta->cur)]; }
 
-inline void yield_to_scheduler() { swapcontext(&self().ctx, &g_cta->sched); }
+inline void yield_to_scheduler() {
+#if EMU_TSAN
+  __tsan_switch_to_fiber(g_cta->sched_tsan, 0);
+#endif
+  swapcontext(&self().ctx, &g_cta->sched);
+}
 
 inline void release(Barrier& b) {
   b.arrived = 0;
@@ -188,10 +231,12 @@ inline void fiber_exit() {
   }
 }
 
+// Never returns: a finished fiber switches back for good (returning through uc_link would run this function's
+// exit on the scheduler's ThreadSanitizer fiber and corrupt its shadow stack).
 inline void fiber_entry() {
   g_cta->body();
   fiber_exit();
-  // uc_link returns to the scheduler
+  yield_to_scheduler();
 }
 
 inline void set_thread(int t) {
@@ -199,26 +244,34 @@ inline void set_thread(int t) {
   threadIdx = make_uint3(static_cast<unsigned>(t), 0, 0);
 }
 
-// Runs one CTA of `nthreads` threads to completion.
-inline void run_cta(int nthreads, size_t dyn_bytes, const std::function<void()>& body) {
+// Runs one CTA of `nthreads` threads to completion on this host thread, with `dyn` (>= dyn_bytes, 16 if 0) as its
+// dynamic shared memory, poisoned with 0xFF first.
+inline void run_cta(int nthreads, size_t dyn_bytes, unsigned char* dyn, const std::function<void()>& body) {
   Cta* cta = new Cta();
   cta->nthreads = nthreads;
   cta->body = body;
   cta->dyn_bytes = dyn_bytes;
-  cta->dyn = static_cast<unsigned char*>(galloc(dyn_bytes ? dyn_bytes : 16, 0xFF));
+  cta->dyn = dyn;
+  std::memset(dyn, 0xFF, dyn_bytes ? dyn_bytes : 16);
   cta->pending.assign(dyn_bytes ? dyn_bytes : 16, 0);
   cta->bar.expected = nthreads;
   for (int w = 0; w < (nthreads + 31) / 32; ++w) cta->warp_bar[w].expected = std::min(32, nthreads - 32 * w);
   cta->fibers.resize(static_cast<size_t>(nthreads));
   g_cta = cta;
+#if EMU_TSAN
+  cta->sched_tsan = __tsan_get_current_fiber();
+#endif
   for (int t = 0; t < nthreads; ++t) {
     Fiber& f = cta->fibers[static_cast<size_t>(t)];
-    f.stack.resize(256 * 1024);
+    f.stack = fiber_stack(t);
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.data();
-    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_stack.ss_sp = f.stack;
+    f.ctx.uc_stack.ss_size = kFiberStack;
     f.ctx.uc_link = &cta->sched;
     makecontext(&f.ctx, fiber_entry, 0);
+#if EMU_TSAN
+    f.tsan = __tsan_create_fiber(0);
+#endif
   }
   std::vector<int> order(static_cast<size_t>(nthreads));
   for (int t = 0; t < nthreads; ++t) order[static_cast<size_t>(t)] = t;
@@ -232,14 +285,19 @@ inline void run_cta(int nthreads, size_t dyn_bytes, const std::function<void()>&
       if (f.wait_bar != nullptr && f.wait_bar->gen == f.wait_gen) continue;  // still blocked
       f.wait_bar = nullptr;
       set_thread(t);
+#if EMU_TSAN
+      __tsan_switch_to_fiber(f.tsan, 0);
+#endif
       swapcontext(&cta->sched, &f.ctx);
       ran = true;
       if (f.done) --live;
     }
     if (!ran) fail("deadlock: %d threads blocked at barriers that can never complete", live);
   }
+#if EMU_TSAN
+  for (Fiber& f : cta->fibers) __tsan_destroy_fiber(f.tsan);
+#endif
   cta->cur = -1;
-  gfree(cta->dyn);
   delete cta;
   g_cta = nullptr;
 }
@@ -382,10 +440,30 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream
   std::shuffle(ctas.begin(), ctas.end(), g_rng);
   gridDim = grid;
   blockDim = block;
-  for (const dim3& b : ctas) {
-    blockIdx = make_uint3(b.x, b.y, b.z);
-    run_cta(static_cast<int>(threads), smem, [&]() { kernel(args...); });
+  const auto body = [&]() { kernel(args...); };
+  const int workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(1, g_host_threads)), ctas.size()));
+  // Shared memory of every worker is mapped here, before any worker starts: g_allocs is then read-only.
+  std::vector<unsigned char*> dyn(static_cast<size_t>(workers));
+  for (auto& d : dyn) d = static_cast<unsigned char*>(galloc(smem ? smem : 16, 0xFF));
+  std::atomic<size_t> next{0};
+  const auto work = [&](int w) {
+    for (size_t i = next.fetch_add(1); i < ctas.size(); i = next.fetch_add(1)) {
+      blockIdx = make_uint3(ctas[i].x, ctas[i].y, ctas[i].z);
+      run_cta(static_cast<int>(threads), smem, dyn[static_cast<size_t>(w)], body);
+    }
+  };
+  if (workers == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> pool;
+    for (int w = 0; w < workers; ++w)
+      pool.emplace_back([&, w]() {
+        g_rng.seed(g_seed * 7919u + static_cast<unsigned>(w) + 1u);
+        work(w);
+      });
+    for (auto& t : pool) t.join();
   }
+  for (auto* d : dyn) gfree(d);
 }
 
 }  // namespace emu
@@ -398,7 +476,14 @@ inline cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int va
 
 // ---- CUDA device builtins the kernels use -------------------------------------------------------------------------
 inline void __syncthreads() { emu::arrive(emu::g_cta->bar); }
-inline void __threadfence() {}
+// PTX fence.sc.gpu; see the header comment for the ThreadSanitizer model.
+inline void __threadfence() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#if EMU_TSAN
+  __tsan_release(&emu::g_fence_sync);
+  __tsan_acquire(&emu::g_fence_sync);
+#endif
+}
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
   const uint64_t both = static_cast<uint64_t>(x) | (static_cast<uint64_t>(y) << 32);
   unsigned r = 0;
@@ -415,15 +500,12 @@ inline T __ldcg(const T* p) {
   emu::check_global(p, sizeof(T), sizeof(T) >= 16 ? 16 : sizeof(T), "__ldcg");
   return *p;
 }
+// CUDA's atomicAdd/atomicExch are relaxed: atomic, but they order nothing else (that is the fences' job).
 inline int atomicAdd(int* p, int v) {
   emu::check_global(p, 4, 4, "atomicAdd");
-  const int old = *p;
-  *p = old + v;
-  return old;
+  return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 inline int atomicExch(int* p, int v) {
   emu::check_global(p, 4, 4, "atomicExch");
-  const int old = *p;
-  *p = v;
-  return old;
+  return __atomic_exchange_n(p, v, __ATOMIC_RELAXED);
 }

@@ -10,6 +10,9 @@ namespace awq {
 inline uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p)); }
 
 inline void cp_async16(void* smem, const void* gmem, bool pred) { emu::cp_async(smem, gmem, pred ? 16 : 0); }
+// L2 cache policies change no values: the policy is an opaque token, the copy and load are the plain ones.
+inline uint64_t evict_first_policy() { return 0x1ull; }
+inline void cp_async16_stream(void* smem, const void* gmem, bool pred, uint64_t) { cp_async16(smem, gmem, pred); }
 inline void cp_async_commit() { emu::commit(); }
 template <int N>
 inline void cp_async_wait() {
@@ -31,7 +34,7 @@ inline uint32_t lop3(uint32_t a, uint32_t b, uint32_t c) {
   return d;
 }
 
-inline uint4 ld_global_nc_v4(const void* p) {
+inline uint4 ld_stream_v4(const void* p, uint64_t) {
   emu::check_global(p, 16, 16, "ld.global.nc.v4");
   uint4 r;
   std::memcpy(&r, p, 16);
