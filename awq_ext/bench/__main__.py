@@ -1,4 +1,4 @@
-"""``python -m awq_ext.bench {kernels,e2e,quant-cost,all} [options]`` - see benchmarks/BENCH_README_SECTION.md."""
+"""``python -m awq_ext.bench {kernels,e2e,quant-cost,stream-memory,all} [options]`` - see benchmarks/BENCH_README_SECTION.md."""
 from __future__ import annotations
 
 import argparse
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated model names or paths (default: smollm2, the offline SmolLM2-135M)")
     q.add_argument("--quant-args", default="", help="extra arguments for `python -m awq_ext quantize`")
     q.add_argument("--timeout", type=float, default=None, help="seconds per model before giving up")
+    sm = sub.add_parser("stream-memory", help="peak RSS of streamed AWQ W4 g64 vs the float checkpoint (synthetic LLaMA)")
+    _common(sm)
+    sm.add_argument("--preset", default="llama-1b", help="llama-1b (default, 4.4 GB float32) | llama-300m | tiny")
+    sm.add_argument("--model-dir", default=None, help="write (or reuse) the synthetic float model here")
+    sm.add_argument("--quant-args", default="", help="extra arguments for `python -m awq_ext quantize`")
+    sm.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
     a = sub.add_parser("all", help="kernels then e2e, one JSON")
     _common(a)
     _kernel_opts(a)
@@ -179,6 +185,17 @@ def _run_quant_cost(args: argparse.Namespace, payload: dict) -> None:
     payload["notes"] += notes
 
 
+def _run_stream_memory(args: argparse.Namespace, payload: dict) -> None:
+    from awq_ext.bench import stream_memory
+
+    rows, notes = stream_memory.run_stream_memory(args.preset, model_dir=args.model_dir, quant_args=args.quant_args,
+                                                  timeout_s=args.timeout)
+    print()
+    print(report.format_table(rows, stream_memory.STREAM_COLUMNS))
+    payload["stream_memory"] = {"rows": rows}
+    payload["notes"] += notes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -200,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_e2e(args, dev, payload)
         if args.mode == "quant-cost":
             _run_quant_cost(args, payload)
+        if args.mode == "stream-memory":
+            _run_stream_memory(args, payload)
     except AWQInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -50,6 +50,8 @@ class BlockContext:
     feats: dict[str, torch.Tensor] = field(default_factory=dict)  # linear -> recorded inputs (calibrated steps)
     kwargs: dict[str, Any] = field(default_factory=dict)  # the block's keyword inputs (rotary, mask) on device
     device: torch.device = torch.device("cpu")
+    outputs: dict[str, Any] = field(default_factory=dict)  # what the step made of this block, for observers
+    # (weight-only steps: full linear name -> QuantizedWeight, the codes a checkpoint writer packs)
 
 
 class BlockStep(Protocol):

@@ -154,13 +154,16 @@ def validate_calibration(ids: torch.Tensor) -> None:
 
 class WeightOnlyStep:
     """The block step of :func:`quantize_model`: AWQ replay or search (scales + clips), then the
-    method's quantizer on every linear; the linears keep their dequantized weights, ``quantized``
-    collects the integer codes by full linear name."""
+    method's quantizer on every linear; the linears keep their dequantized weights, each block's integer
+    codes go to ``ctx.outputs`` and - with ``keep_codes`` - into ``quantized`` by full linear name
+    (a streamed model writes them out block by block instead: all codes of a large model as int32 would
+    be four times its float16 size)."""
 
     nan_hint = "check the weights and the calibration text, or try another method"
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, cfg: QuantizeConfig, record: SearchRecord | None):
-        self.model, self.spec, self.cfg, self.record = model, spec, cfg, record
+    def __init__(self, model: nn.Module, spec: ModelSpec, cfg: QuantizeConfig, record: SearchRecord | None,
+                 keep_codes: bool = True):
+        self.model, self.spec, self.cfg, self.record, self.keep_codes = model, spec, cfg, record, keep_codes
         self.method = get_method(cfg.method)
         self.qspec = cfg.quant_spec()
         self.desc = f"{cfg.method} w{cfg.w_bit} g{cfg.group_size}"
@@ -187,9 +190,11 @@ class WeightOnlyStep:
             qw = quantizer(lin, ctx.feats.get(name) if needs_inputs else None, self.qspec, self.cfg.extra,
                            ctx.prefix + name)
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
-            self.quantized[ctx.prefix + name] = QuantizedWeight(
+            ctx.outputs[ctx.prefix + name] = QuantizedWeight(
                 qw.q.cpu(), qw.scales.cpu(), None if qw.zeros is None else qw.zeros.cpu(), qw.spec,
                 None if qw.g_idx is None else qw.g_idx.cpu())
+        if self.keep_codes:
+            self.quantized.update(ctx.outputs)
         return report
 
 
@@ -218,11 +223,13 @@ def quantize_blocks(
     *,
     source: BlockSource | None = None,
     observers: Sequence[BlockObserver] = (),
+    keep_codes: bool = True,
 ) -> QuantizationResult:
     """:func:`quantize_model` with the driver's options: ``source`` streams the blocks' weights from
     their shards (:class:`awq_ext.io.stream.BlockStore`), ``observers`` see each finished block (the
-    streaming checkpoint writer, layer-by-layer evaluation)."""
-    step = WeightOnlyStep(model, get_spec(model), cfg, record)
+    streaming checkpoint writer, layer-by-layer evaluation); ``keep_codes=False`` leaves
+    ``result.quantized`` empty (the observers consumed the codes)."""
+    step = WeightOnlyStep(model, get_spec(model), cfg, record, keep_codes)
     if step.calibrated:
         if calib_ids is None:
             raise AWQInputError(f"method {cfg.method!r} needs calibration data; pass calibration token ids")

@@ -126,8 +126,7 @@ class ShardWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is not None or not self._closed:
-            self.abort()
+        self.abort()
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Append one tensor (copied to the CPU and written to disk now)."""
@@ -149,11 +148,10 @@ class ShardWriter:
         self.total_size += nbytes
 
     def _close_shard(self) -> None:
-        assert self._open is not None
+        shard, self._open = self._open, None
         path = self.staging / f".shard-{len(self._done):05d}.safetensors"
-        finish_shard(self._open, path)
-        self._done.append((path, list(self._open.entries)))
-        self._open = None
+        finish_shard(shard, path)
+        self._done.append((path, list(shard.entries)))
 
     def commit(self) -> Path:
         """Close the last shard, name the shards, write the index, and move the directory into place."""
@@ -196,7 +194,9 @@ class ShardWriter:
         _fsync_dir(self.out.parent)
 
     def abort(self) -> None:
-        """Drop everything written so far (the target directory is untouched)."""
+        """Drop everything written so far (the target directory is untouched); a no-op after commit."""
+        if self._closed:
+            return
         if self._open is not None:
             self._open.fh.close()
             self._open = None
