@@ -74,9 +74,12 @@ def run_stream_job(opts: JobOptions, texts: TextCache | None = None) -> dict[str
             writer = StreamingCheckpoint(opts.output, model, spec, resolve_save_dtype(model, save_dtype_choice(opts)),
                                          opts.max_shard_size)
         observers = [o for o in (evaluator, writer) if o is not None]  # evaluate before packing replaces linears
+        store.release_globals_after_capture = evaluator is None  # nothing needs the embeddings/head meanwhile
         try:
             result = quantize_blocks(model, plan.get("calib_ids"), cfg, record=record, progress=opts.progress,
                                      source=store, observers=observers, keep_codes=False)
+            if store.release_globals_after_capture:
+                store.load_globals("cpu")  # the final norm and head complete the checkpoint
             if writer is not None:
                 out["checkpoint"] = checkpoint_summary(writer.commit(tokenizer))
         finally:

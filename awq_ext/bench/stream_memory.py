@@ -8,7 +8,8 @@ of the project CLI with ``quantize --stream`` and read the subprocess's peak RSS
 checkpoint's size.
 
 Presets: ``llama-1b`` is TinyLlama-1.1B's shape (hidden 2048, 22 layers, GQA 32/4 heads, MLP 5632,
-vocab 32000): 1.1 B parameters, 4.4 GB in float32. ``tiny`` is a seconds-long check of the tooling.
+vocab 32000): 1.1 B parameters, 4.4 GB in float32. ``llama-1b-2l`` is the same with 2 layers (the
+same peak memory; a time estimate per block). ``tiny`` is a seconds-long check of the tooling.
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ class LlamaShape:
 
 PRESETS = {
     "llama-1b": LlamaShape(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
-    "llama-300m": LlamaShape(hidden=1024, layers=16, heads=16, kv_heads=4, intermediate=2816, vocab=32000),
+    # llama-1b's blocks, embedding and head with 2 layers: memory does not grow with depth, so its peak RSS is
+    # llama-1b's, and its seconds per block x 22 estimate llama-1b's run
+    "llama-1b-2l": LlamaShape(hidden=2048, layers=2, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
     "tiny": LlamaShape(hidden=128, layers=3, heads=4, kv_heads=2, intermediate=256, vocab=512),
 }
 

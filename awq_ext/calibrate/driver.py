@@ -82,6 +82,9 @@ class BlockSource(Protocol):
 
     def release_block(self, index: int) -> None: ...
 
+    def after_capture(self) -> None:
+        """Block 0's calibration inputs are captured: the embeddings may be freed until the end."""
+
 
 class ResidentBlocks:
     """The blocks of an in-memory model: each is moved to the calibration device and back home."""
@@ -99,6 +102,9 @@ class ResidentBlocks:
 
     def release_block(self, index: int) -> None:
         self.blocks[index].to(self._home.pop(index))
+
+    def after_capture(self) -> None:
+        return None
 
 
 @dataclass
@@ -176,6 +182,7 @@ def run_blocks(
         if not torch.isfinite(inps).all():
             raise AWQInputError("calibration activations contain NaN/Inf at the first block: the embedding "
                                 "weights are corrupt or the dtype overflows; load the model in float32")
+    source.after_capture()
     reports: list = []
     bar = tqdm(range(len(blocks)), desc=step.desc, disable=not progress)
     for i in bar:

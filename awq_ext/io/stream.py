@@ -145,6 +145,9 @@ class BlockStore:
 
     def __init__(self, model: nn.Module, spec: ModelSpec, source: WeightSource, dtype: torch.dtype = torch.float32):
         self.model, self.spec, self.source, self.dtype = model, spec, source, dtype
+        # Free the embeddings/head while the blocks run (set when nothing needs them before the end, i.e.
+        # no layer-by-layer evaluation); :meth:`load_globals` brings them back for the checkpoint's tail.
+        self.release_globals_after_capture = False
         self.blocks = get_blocks(model, spec)
         self.prefix = spec.blocks + "."
         self._available = source.names()
@@ -184,6 +187,18 @@ class BlockStore:
         left = [n for n, p in self.model.named_parameters() if p.is_meta and not n.startswith(self.prefix)]
         if left:
             raise AWQInputError(f"parameters {left[:5]} were found neither in the checkpoint nor tied")
+
+    def release_globals(self) -> None:
+        """Move every parameter outside the decoder blocks back to the meta device."""
+        for name, module in self.model.named_modules():
+            if name == self.spec.blocks or name.startswith(self.prefix):
+                continue
+            for leaf, p in list(module.named_parameters(recurse=False)):
+                module.register_parameter(leaf, nn.Parameter(p.to("meta"), requires_grad=False))
+
+    def after_capture(self) -> None:
+        if self.release_globals_after_capture:
+            self.release_globals()
 
     def _has(self, name: str) -> bool:
         try:

@@ -6,6 +6,7 @@ safetensors in several shards, a word-level tokenizer).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,34 @@ def test_transformers_awq_loader_reads_a_streamed_checkpoint(float_dir: Path, id
     with torch.no_grad():
         a, b = ours(ids[:1]).logits.float(), theirs(ids[:1]).logits.float()
     assert torch.allclose(a, b, atol=2e-2, rtol=2e-2)
+
+
+def test_cli_stream_quantize_eval_compare(float_dir: Path, tmp_path: Path) -> None:
+    from awq_ext.cli import main
+
+    small = ["--n-samples", "2", "--seqlen", "32", "--max-windows", "2", "--eval-seqlen", "64", "--no-progress",
+             "--model", str(float_dir), "--n-grid", "4", "--device", "cpu"]
+    js, sj = tmp_path / "mem.json", tmp_path / "stream.json"
+    assert main(["quantize", "--method", "awq", *small, "--output", str(tmp_path / "mem"), "--json", str(js)]) == 0
+    assert main(["quantize", "--method", "awq", "--stream", *small, "--output", str(tmp_path / "st"),
+                 "--json", str(sj)]) == 0
+    mem, st = json.loads(js.read_text()), json.loads(sj.read_text())
+    assert st["stream"] == {"source": "safetensors"}
+    for r in (mem, st):
+        assert r["peak_rss_mb"] > 0 and "peak_device_mb" in r
+    assert st["ppl"] == pytest.approx(mem["ppl"], rel=1e-6)  # layer-by-layer == full forward
+    assert [b["rel_error"] for b in st["blocks"]] == [b["rel_error"] for b in mem["blocks"]]
+    assert _files(tmp_path / "st") == _files(tmp_path / "mem")
+
+    fj, cj = tmp_path / "float.json", tmp_path / "cmp.json"
+    ev = ["--max-windows", "2", "--eval-seqlen", "64", "--no-progress", "--model", str(float_dir)]
+    assert main(["eval", "--stream", *ev, "--json", str(fj)]) == 0
+    assert main(["eval", *ev, "--json", str(tmp_path / "float_mem.json")]) == 0
+    f_st, f_mem = json.loads(fj.read_text()), json.loads((tmp_path / "float_mem.json").read_text())
+    assert f_st["ppl"] == pytest.approx(f_mem["ppl"], rel=1e-6) and "peak_device_mb" in f_st
+    assert main(["compare", "--stream", *small, "--methods", "fp16", "rtn", "aweq", "--w-bits", "4",
+                 "--json", str(cj)]) == 0
+    rows = json.loads(cj.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["fp16", "rtn", "aweq"]
+    assert rows[0]["ppl"] == pytest.approx(f_mem["ppl"], rel=1e-6)
+    assert all(math.isfinite(r["ppl"]) for r in rows)
