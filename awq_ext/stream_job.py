@@ -78,10 +78,9 @@ def run_stream_job(opts: JobOptions, texts: TextCache | None = None) -> dict[str
         try:
             result = quantize_blocks(model, plan.get("calib_ids"), cfg, record=record, progress=opts.progress,
                                      source=store, observers=observers, keep_codes=False)
-            if store.release_globals_after_capture:
-                store.load_globals("cpu")  # the final norm and head complete the checkpoint
-            if writer is not None:
-                out["checkpoint"] = checkpoint_summary(writer.commit(tokenizer))
+            if writer is not None:  # the final norm and head complete it (read back if they were released)
+                reload = store if store.release_globals_after_capture else None
+                out["checkpoint"] = checkpoint_summary(writer.commit(tokenizer, reload=reload))
         finally:
             if writer is not None:
                 writer.abort()  # no-op after a commit; drops the partial shards otherwise

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,13 +140,14 @@ def _storable(name: str, t: torch.Tensor, save_dtype: torch.dtype) -> torch.Tens
 
 
 def checkpoint_tensors(
-    model: nn.Module, save_dtype: torch.dtype, *, exclude_prefix: str | None = None
+    model: nn.Module, save_dtype: torch.dtype, *, exclude_prefix: str | None = None, skip: Collection[str] = ()
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, CPU tensor)`` in state-dict order as the checkpoint stores them: tied tensors once
     (safetensors refuses shared storage), packed buffers as they are, other floats in ``save_dtype``.
 
     ``exclude_prefix``: leave out the tensors under it (the streaming driver writes the decoder blocks
-    itself, one at a time, and they are back on the meta device when the rest is written).
+    itself, one at a time, and they are back on the meta device when the rest is written); ``skip``:
+    names already written.
     """
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     tied_names = set(tied) | set(tied.values())
@@ -154,7 +155,7 @@ def checkpoint_tensors(
     seen: set[tuple] = set()
     owners: set[int] = set()
     for name, t in model.state_dict().items():
-        if exclude_prefix is not None and name.startswith(exclude_prefix):
+        if name in skip or (exclude_prefix is not None and name.startswith(exclude_prefix)):
             continue
         if t.is_meta:
             raise AWQInputError(f"save_quantized: {name} is on the meta device; materialize the model first")

@@ -23,10 +23,12 @@ without the base-model prefix, e.g. OPT's ``decoder.*``) - the layout of every c
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +41,18 @@ from awq_ext.io.checkpoint import build_quant_config, checkpoint_tensors, write_
 from awq_ext.io.shards import DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, ShardWriter
 from awq_ext.models import ModelSpec, get_blocks, get_spec
 from awq_ext.nn.wqlinear import replace_linears
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere nothing to do).
+
+    A block's tensors below glibc's mmap threshold live on the heap; freed, their pages stay resident
+    and count in the process's RSS until trimmed, so without this each block's peak would sit on top of
+    the previous block's leftovers.
+    """
+    libc = ctypes.CDLL(None)  # the process's own symbols: libc's on Linux
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 class WeightSource(Protocol):
@@ -164,27 +178,33 @@ class BlockStore:
             f"(found e.g. {sorted(self._available)[:3]}). Quantize without --stream"
         )
 
-    def _read(self, names: list[str], device: torch.device | str) -> dict[str, torch.Tensor]:
+    def _read(self, names: list[str], device: torch.device | str,
+              dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         stored = {n: self._stored_name(n) for n in names}
-        raw = self.source.read(list(stored.values()))
         out = {}
-        for n, s in stored.items():
-            t = raw.pop(s)
-            out[n] = (t.to(self.dtype) if t.is_floating_point() else t).to(device)
+        for n, s in stored.items():  # one tensor at a time: a float32 copy and its cast, never a whole set
+            t = self.source.read([s])[s]
+            out[n] = (t.to(dtype or self.dtype) if t.is_floating_point() else t).to(device)
+            del t
         return out
 
-    def load_globals(self, device: torch.device | str = "cpu") -> None:
-        """Load every parameter and buffer outside the decoder blocks; re-tie tied weights."""
+    def load_globals(self, device: torch.device | str = "cpu", *, dtype: torch.dtype | None = None,
+                     skip: Collection[str] = ()) -> None:
+        """Load every parameter and buffer outside the decoder blocks (but ``skip``) and re-tie tied
+        weights. ``dtype``: cast floats to it instead of the store's dtype (the checkpoint's tail is
+        read straight into its save dtype)."""
         tied = getattr(self.model, "all_tied_weights_keys", None) or {}
         # A tied tensor absent from the checkpoint is re-tied below (e.g. lm_head -> embed_tokens).
-        names = [n for n in self.model.state_dict() if not n.startswith(self.prefix)
+        names = [n for n in self.model.state_dict() if not n.startswith(self.prefix) and n not in skip
                  and not (n in tied and not self._has(n))]
-        state = self._read(names, device)
+        state = self._read(names, device, dtype)
         result = self.model.load_state_dict(state, strict=False, assign=True)
         if result.unexpected_keys:
             raise AWQInputError(f"tensors {result.unexpected_keys[:5]} do not belong to the model")
         self.model.tie_weights()
-        left = [n for n, p in self.model.named_parameters() if p.is_meta and not n.startswith(self.prefix)]
+        skipped = set(skip) | {k for k, v in tied.items() if v in skip}
+        left = [n for n, p in self.model.named_parameters()
+                if p.is_meta and not n.startswith(self.prefix) and n not in skipped]
         if left:
             raise AWQInputError(f"parameters {left[:5]} were found neither in the checkpoint nor tied")
 
@@ -217,6 +237,7 @@ class BlockStore:
 
     def release_block(self, index: int) -> None:
         self.blocks[index].to("meta")
+        trim_heap()
 
     def materialized_blocks(self) -> list[int]:
         """Indices of the blocks holding real (non-meta) parameters right now."""
@@ -277,30 +298,37 @@ class StreamingCheckpoint:
         self.writer = ShardWriter(out_dir, max_shard_size, overwrite=overwrite)
         keys = list(model.state_dict())
         first = next((i for i, k in enumerate(keys) if k.startswith(self.prefix)), len(keys))
-        self._head_keys = set(keys[:first])
         self._written: set[str] = set()
-        for name, t in checkpoint_tensors(model, save_dtype, exclude_prefix=self.prefix):
-            if name in self._head_keys:
-                self._add(name, t)
+        for name, t in checkpoint_tensors(model, save_dtype, exclude_prefix=self.prefix, skip=set(keys[first:])):
+            self._add(name, t)
 
     def _add(self, name: str, t: torch.Tensor) -> None:
         self.writer.add(name, t)
         self._written.add(name)
 
     def after_block(self, ctx) -> None:
-        codes = {n: qw for n, qw in ctx.outputs.items() if n.startswith(ctx.prefix)}
-        if not codes:
+        names = [n for n in ctx.outputs if n.startswith(ctx.prefix)]
+        if not names:
             raise AWQInputError(f"{ctx.prefix.rstrip('.')}: the method left no 4-bit codes to write; streaming "
                                 "checkpoints hold weight-only 4-bit methods")
-        replace_linears(self.model, codes)
+        for n in names:  # one linear at a time, dropping its int32 codes once packed
+            replace_linears(self.model, {n: ctx.outputs.pop(n)})
         for name, t in checkpoint_tensors(ctx.block, self.save_dtype):
             self._add(ctx.prefix + name, t)
 
-    def commit(self, tokenizer: Any = None, quant_config: dict | None = None) -> Path:
-        """Write the remaining tensors, config.json, generation config and tokenizer; move into place."""
-        for name, t in checkpoint_tensors(self.model, self.save_dtype, exclude_prefix=self.prefix):
-            if name not in self._written:
-                self._add(name, t)
+    def commit(self, tokenizer: Any = None, quant_config: dict | None = None, *,
+               reload: BlockStore | None = None) -> Path:
+        """Write the remaining tensors, config.json, generation config and tokenizer; move into place.
+
+        ``reload``: the store released the tensors outside the blocks during calibration; read the ones
+        still to write (final norm, head) back, straight into the save dtype.
+        """
+        tied = getattr(self.model, "all_tied_weights_keys", None) or {}
+        skip = self._written | {k for k, v in tied.items() if v in self._written}
+        if reload is not None:
+            reload.load_globals("cpu", dtype=self.save_dtype, skip=skip)
+        for name, t in checkpoint_tensors(self.model, self.save_dtype, exclude_prefix=self.prefix, skip=skip):
+            self._add(name, t)
         qc = build_quant_config(self.model, quant_config)
         write_metadata(self.writer.staging, self.model, tokenizer, qc, self.save_dtype)
         return self.writer.commit()

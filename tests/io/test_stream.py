@@ -53,6 +53,7 @@ class OneBlockAtATime:
 
     def after_block(self, ctx) -> None:
         assert self.store.materialized_blocks() == [ctx.index]
+        assert self.store.model.get_input_embeddings().weight.is_meta  # released after the capture
         self.seen.append(ctx.index)
         real = sum(p.numel() for n, p in self.store.model.named_parameters()
                    if not p.is_meta and n.startswith(self.store.prefix))
@@ -78,9 +79,11 @@ def test_streamed_checkpoint_is_byte_identical(float_dir: Path, ids, tmp_path: P
     guard = OneBlockAtATime(sm.store)
     writer = StreamingCheckpoint(tmp_path / "stream", sm.model, get_spec(sm.model),
                                  resolve_save_dtype(sm.model, None), max_shard_size="100KB")
+    sm.store.release_globals_after_capture = True
     sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
                            keep_codes=False)
-    out = writer.commit(sm.tokenizer)
+    out = writer.commit(sm.tokenizer, reload=sm.store)
+    assert sm.model.get_input_embeddings().weight.is_meta  # already written: never read back
 
     assert guard.seen == list(range(PRESETS["tiny"].layers))
     assert 0 < guard.max_float_params <= one_block
