@@ -53,7 +53,8 @@ def run_stream_job(opts: JobOptions, texts: TextCache | None = None) -> dict[str
     cfg = None if is_float else quantize_config(opts)
     record = SearchRecord.load(opts.load_record) if opts.load_record else None
     need_calib = not is_float and needs_calibration(get_method(opts.method), record)
-    streamed = open_streamed(opts.model)
+    # Without layer-by-layer evaluation nothing needs the final norm and head before the checkpoint's end.
+    streamed = open_streamed(opts.model, head_only=not is_float and not opts.eval)
     model, tokenizer, store = streamed.model, streamed.tokenizer, streamed.store
     texts = texts or TextCache(tokenizer)
     plan = plan_data(opts, texts, need_calib)

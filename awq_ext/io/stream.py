@@ -215,6 +215,13 @@ class BlockStore:
                 continue
             for leaf, p in list(module.named_parameters(recurse=False)):
                 module.register_parameter(leaf, nn.Parameter(p.to("meta"), requires_grad=False))
+        trim_heap()
+
+    def tail_keys(self) -> set[str]:
+        """State-dict names after the first block (final norm, head): not needed to reach block 0."""
+        keys = list(self.model.state_dict())
+        first = next((i for i, k in enumerate(keys) if k.startswith(self.prefix)), len(keys))
+        return set(keys[first:])
 
     def after_capture(self) -> None:
         if self.release_globals_after_capture:
@@ -252,10 +259,12 @@ class StreamedModel:
     source_kind: str  # "safetensors" | "gguf"
 
 
-def open_streamed(name: str | None, dtype: torch.dtype = torch.float32) -> StreamedModel:
+def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_only: bool = False) -> StreamedModel:
     """A meta skeleton of the float model at ``name`` (a local directory of safetensors or a .gguf file;
     None = the offline SmolLM2 GGUF), its tokenizer, and the :class:`BlockStore` that fills it.
-    The parameters outside the decoder blocks are loaded; the blocks stay on the meta device."""
+    The parameters outside the decoder blocks are loaded (``head_only``: only those before the blocks,
+    i.e. what reaching block 0 needs; the rest is read when the checkpoint is completed); the blocks
+    stay on the meta device."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -276,7 +285,7 @@ def open_streamed(name: str | None, dtype: torch.dtype = torch.float32) -> Strea
     gguf = kwargs.get("gguf_file")
     source: WeightSource = GGUFSource(Path(src) / gguf, model) if gguf else SafetensorsSource(src)
     store = BlockStore(model, get_spec(model), source, dtype)
-    store.load_globals("cpu")
+    store.load_globals("cpu", skip=store.tail_keys() if head_only else ())
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **kwargs)
     return StreamedModel(model, tokenizer, store, "gguf" if gguf else "safetensors")
 
