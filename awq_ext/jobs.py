@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,8 @@ from awq_ext.config import AWQConfig, QuantizeConfig
 from awq_ext.data import calib_blocks, calib_start, eval_windows, load_source, tokenize
 from awq_ext.errors import AWQInputError
 from awq_ext.eval import perplexity
-from awq_ext.models.loading import is_quantized_checkpoint, load_model, model_label
+from awq_ext.memory import memory_peaks, peak_rss_mb
+from awq_ext.models.loading import declared_dtype, is_quantized_checkpoint, load_model, model_label
 
 FLOAT_METHOD = "fp16"  # evaluate the model as loaded (float32 on CPU), no quantization
 
@@ -52,12 +51,25 @@ class JobOptions:
     tasks_limit: int | None = None  # documents per task (None = all)
     tasks_path: str | None = None  # directory of extra lm-eval task YAMLs
     spec: str | None = None  # --spec FILE.json: architecture spec for a model type the registry lacks
+    stream: bool = False  # read the float model block by block from its files (awq_ext.stream_job)
+    save_dtype: str = "auto"  # unquantized tensors of --output: auto | float16 | bfloat16 | float32
+    max_shard_size: str = "2GB"  # --output shards
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux, B on macOS)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / (1024 * 1024) if platform.system() == "Darwin" else r / 1024
+def save_dtype_choice(opts: JobOptions) -> str | None:
+    """``opts.save_dtype`` for :func:`awq_ext.io.save_quantized`: ``auto`` = bfloat16 when the source
+    checkpoint declares bfloat16 (its config's dtype), else None (float16; the model is loaded in float32)."""
+    if opts.save_dtype != "auto":
+        return opts.save_dtype
+    return "bfloat16" if declared_dtype(opts.model) == torch.bfloat16 else None
+
+
+def check_output(opts: JobOptions) -> None:
+    """Refuse an ``--output`` the method cannot fill, before any work."""
+    if opts.output and (opts.method == FLOAT_METHOD or opts.w_bit != 4):
+        raise AWQInputError(f"--output saves real-quantized 4-bit weights (the interchange layout); got method "
+                            f"{opts.method!r} with {opts.w_bit} bits. Use --w-bit 4 with rtn/awq, or omit --output "
+                            "to evaluate other bit widths pseudo-quantized")
 
 
 class TextCache:
@@ -146,12 +158,13 @@ def run_zero_shot(out: dict[str, Any], model, tokenizer, opts: JobOptions) -> No
 
 def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | None = None) -> dict[str, Any]:
     """Quantize (unless ``method`` is fp16) and evaluate one configuration; optionally save."""
+    if opts.stream:
+        from awq_ext.stream_job import run_stream_job
+
+        return run_stream_job(opts, texts=texts)
     t_start = time.time()
     check_zero_shot(opts)
-    if opts.output and (opts.method == FLOAT_METHOD or opts.w_bit != 4):
-        raise AWQInputError(f"--output saves real-quantized 4-bit weights (the interchange layout); got method "
-                            f"{opts.method!r} with {opts.w_bit} bits. Use --w-bit 4 with rtn/awq, or omit --output "
-                            "to evaluate other bit widths pseudo-quantized")
+    check_output(opts)
     if model is None:
         if opts.model and is_quantized_checkpoint(opts.model):
             raise AWQInputError(f"{opts.model} is already quantized; use `eval --model {opts.model}` to evaluate it")
@@ -164,17 +177,7 @@ def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | Non
     record = SearchRecord.load(opts.load_record) if opts.load_record else None
     need_calib = not is_float and needs_calibration(method, record)
     plan = plan_data(opts, texts, need_calib)
-    out: dict[str, Any] = {
-        "model": model_label(opts.model), "method": opts.method,
-        "bits": None if is_float else opts.w_bit, "group_size": None if is_float else opts.group_size,
-        "zero_point": None if is_float else opts.zero_point,
-        "calib": {"source": opts.calib, "n_samples": opts.n_samples, "seqlen": opts.seqlen,
-                  "token_range": plan.get("calib_range")} if need_calib else None,
-        "eval": {"source": opts.eval, "seqlen": opts.eval_seqlen, "max_windows": opts.max_windows,
-                 "token_range": plan.get("eval_range")} if opts.eval else None,
-        "config": None if cfg is None else cfg.to_dict(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }
+    out = job_header(opts, plan, cfg, need_calib)
     result = None
     if not is_float:
         result = quantize_model(model, plan.get("calib_ids"), cfg, record=record, progress=opts.progress,
@@ -197,16 +200,34 @@ def run_job(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | Non
     if opts.output:
         if result is None:
             raise AWQInputError("--output saves a quantized model; choose --method rtn or awq")
-        out["checkpoint"] = save_checkpoint(model, tokenizer, result, opts.output)
+        out["checkpoint"] = save_checkpoint(model, tokenizer, result, opts.output, save_dtype=save_dtype_choice(opts),
+                                            max_shard_size=opts.max_shard_size)
     run_zero_shot(out, model, tokenizer, opts)  # after saving: an unreachable task loses no work
     out["seconds"] = time.time() - t_start
-    out["peak_rss_mb"] = peak_rss_mb()
+    out.update(memory_peaks())
     return out
 
 
-def save_checkpoint(model, tokenizer, result, output: str) -> dict[str, Any]:
+def job_header(opts: JobOptions, plan: dict[str, Any], cfg: QuantizeConfig | None, need_calib: bool) -> dict[str, Any]:
+    """The fields every quantize/evaluate JSON starts with."""
+    is_float = cfg is None
+    return {
+        "model": model_label(opts.model), "method": opts.method,
+        "bits": None if is_float else opts.w_bit, "group_size": None if is_float else opts.group_size,
+        "zero_point": None if is_float else opts.zero_point,
+        "calib": {"source": opts.calib, "n_samples": opts.n_samples, "seqlen": opts.seqlen,
+                  "token_range": plan.get("calib_range")} if need_calib else None,
+        "eval": {"source": opts.eval, "seqlen": opts.eval_seqlen, "max_windows": opts.max_windows,
+                 "token_range": plan.get("eval_range")} if opts.eval else None,
+        "config": None if cfg is None else cfg.to_dict(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+
+
+def save_checkpoint(model, tokenizer, result, output: str, save_dtype: str | None = None,
+                    max_shard_size: str = "2GB") -> dict[str, Any]:
     """Replace the quantized linears by packed WQLinear modules and save the interchange checkpoint."""
-    from awq_ext.io import checkpoint_size_report, save_quantized
+    from awq_ext.io import save_quantized
     from awq_ext.nn import replace_linears
 
     bits = {qw.spec.bits for qw in result.quantized.values()}
@@ -214,19 +235,34 @@ def save_checkpoint(model, tokenizer, result, output: str) -> dict[str, Any]:
         raise AWQInputError(f"real-quantized checkpoints hold 4-bit weights (the interchange layout); got bits "
                             f"{sorted(bits)}. Omit --output to evaluate other bit widths pseudo-quantized")
     replace_linears(model, result.quantized)
-    save_quantized(model, output, tokenizer=tokenizer)
+    save_quantized(model, output, tokenizer=tokenizer, save_dtype=save_dtype, max_shard_size=max_shard_size)
+    return checkpoint_summary(output)
+
+
+def checkpoint_summary(output: str | os.PathLike) -> dict[str, Any]:
+    from awq_ext.io import checkpoint_size_report
+
     rep = checkpoint_size_report(output)
-    return {"dir": str(output), "size": rep.summary(), "bits_per_quantized_weight": rep.bits_per_quantized_weight}
+    return {"dir": str(output), "size": rep.summary(), "bits_per_quantized_weight": rep.bits_per_quantized_weight,
+            "file_bytes": rep.file_bytes}
 
 
 def run_eval(model_path: str | None, opts: JobOptions) -> dict[str, Any]:
     """Evaluate a float model or a saved quantized checkpoint."""
     t0 = time.time()
     check_zero_shot(opts)
-    if model_path and is_quantized_checkpoint(model_path):
+    quantized = bool(model_path) and is_quantized_checkpoint(model_path)
+    if opts.stream and not quantized:
+        from awq_ext.stream_job import run_stream_job
+
+        return run_stream_job(JobOptions(model=model_path, method=FLOAT_METHOD, eval=opts.eval,
+                                         max_windows=opts.max_windows, eval_seqlen=opts.eval_seqlen,
+                                         device=opts.device, progress=opts.progress, tasks=opts.tasks, stream=True))
+    if quantized:
         from awq_ext.io import load_quantized, read_quant_config
 
-        model = load_quantized(model_path)
+        # float32 compute on the CPU, as for float models (the checkpoint stores float16 or bfloat16)
+        model = load_quantized(model_path, dtype=torch.float32)
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
@@ -243,7 +279,7 @@ def run_eval(model_path: str | None, opts: JobOptions) -> dict[str, Any]:
            "max_windows": opts.max_windows, "token_range": plan["eval_range"]}, "ppl": ppl.ppl,
            "mean_nll": ppl.mean_nll, "eval_tokens": ppl.n_tokens}
     run_zero_shot(out, model, tokenizer, opts)
-    return {**out, "seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb()}
+    return {**out, "seconds": time.time() - t0, **memory_peaks()}
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

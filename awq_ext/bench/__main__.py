@@ -1,4 +1,4 @@
-"""``python -m awq_ext.bench {kernels,e2e,quant-cost,all,static} [options]`` - see benchmarks/BENCH_README_SECTION.md."""
+"""``python -m awq_ext.bench {kernels,e2e,quant-cost,stream-memory,static,all} [options]`` - see benchmarks/BENCH_README_SECTION.md."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quant-args", default="",
                    help="extra arguments for `python -m awq_ext quantize` (e.g. '--eval none' to skip perplexity)")
     q.add_argument("--timeout", type=float, default=None, help="seconds per model before giving up")
+    sm = sub.add_parser("stream-memory", help="peak RSS of streamed AWQ W4 g64 vs the float checkpoint (synthetic LLaMA)")
+    _common(sm)
+    sm.add_argument("--preset", default="llama-1b", help="llama-1b (default, 4.4 GB float32) | llama-1b-2l (its shapes, 2 layers) | tiny")
+    sm.add_argument("--model-dir", default=None, help="write (or reuse) the synthetic float model here")
+    sm.add_argument("--quant-args", default="", help="extra arguments for `python -m awq_ext quantize`")
+    sm.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
     a = sub.add_parser("all", help="kernels then e2e, one JSON")
     _common(a)
     _kernel_opts(a)
@@ -217,6 +223,15 @@ def _run_static(args: argparse.Namespace) -> int:
     if args.json:
         print(f"json: {report.write_json(args.json, payload)}")
     return 0
+def _run_stream_memory(args: argparse.Namespace, payload: dict) -> None:
+    from awq_ext.bench import stream_memory
+
+    rows, notes = stream_memory.run_stream_memory(args.preset, model_dir=args.model_dir, quant_args=args.quant_args,
+                                                  timeout_s=args.timeout)
+    print()
+    print(report.format_table(rows, stream_memory.STREAM_COLUMNS))
+    payload["stream_memory"] = {"rows": rows}
+    payload["notes"] += notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_e2e(args, dev, payload)
         if args.mode == "quant-cost":
             _run_quant_cost(args, payload)
+        if args.mode == "stream-memory":
+            _run_stream_memory(args, payload)
     except AWQInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

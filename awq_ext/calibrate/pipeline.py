@@ -1,30 +1,34 @@
-"""The calibration driver: block by block, search transforms, quantize, propagate.
+"""Weight-only calibration (RTN, AWQ, GPTQ and combinations) as a block step of the one driver.
 
-Memory stays bounded to one block's activations: block 0's inputs are captured once, then each block
-(moved to the calibration device alone) records its linears' inputs through hooks, searches and folds
-AWQ scales, searches clipping, quantizes its linears, and runs again to produce the next block's inputs.
+The loop itself (capture block 0's inputs, per block: load onto the calibration device, record each
+linear's inputs, step, propagate, release) is :func:`awq_ext.calibrate.driver.run_blocks`. The step
+here, per block: replay or search and fold AWQ scales, search clipping (``_awq_search_block``),
+quantize every linear with the method's quantizer and keep its integer codes.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from awq_ext.calibrate.capture import block_output, capture_block_inputs, run_chunked, to_device
+from awq_ext.calibrate.driver import (
+    BlockContext, BlockObserver, BlockSource, calibration_device, run_blocks,
+)
 from awq_ext.calibrate.fold import apply_clip, fold_group, fold_scales
-from awq_ext.calibrate.prepare import prepare_model
 from awq_ext.calibrate.methods import QUANTIZER_NEEDS_INPUTS, QUANTIZERS, Method, get_method
+from awq_ext.calibrate.prepare import prepare_model
 from awq_ext.calibrate.records import ScaleEntry, SearchRecord
 from awq_ext.calibrate.search_loss import group_loss
 from awq_ext.calibrate.timing import timed
 from awq_ext.config import AWQConfig, QuantizeConfig
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, ScalingGroup, bind_groups, block_linears, get_blocks, get_module, get_spec
+from awq_ext.models.experts import is_fused_experts
 from awq_ext.models.groups import clip_skipped, feature_names, search_input
+from awq_ext.models.spec_file import check_spec_on_model
 from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
@@ -45,45 +49,6 @@ class QuantizationResult:
     record: SearchRecord | None
     blocks: list[BlockReport]
     seconds: float
-
-
-def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).pow(2).mean())
-
-
-def collect_inputs(
-    block: nn.Module, inps: torch.Tensor, kwargs: dict[str, Any], names: list[str], chunk: int,
-    module_outputs: dict[str, list[torch.Tensor]] | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Inputs ``[n, seqlen, K]`` of the named linears, and the block's output, for ``inps``.
-
-    ``module_outputs``: keys are module names; each gets that module's output per chunk of ``chunk``
-    samples (what the scale search compares against, so it need not run the float module again).
-    """
-    store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    hooks = [
-        get_module(block, n).register_forward_hook(lambda m, args, out, n=n: store[n].append(args[0].detach()))
-        for n in names
-    ]
-    for n, outs in (module_outputs or {}).items():
-        outs.clear()
-        hooks.append(get_module(block, n).register_forward_hook(
-            lambda m, args, out, outs=outs: outs.append(block_output(out).detach())))
-    try:
-        out = run_chunked(block, inps, kwargs, chunk)
-    finally:
-        for h in hooks:
-            h.remove()
-    feats: dict[str, torch.Tensor] = {}
-    by_source: dict[int, torch.Tensor] = {}  # linears fed by the same tensor (q/k/v) share one copy
-    for n, chunks in store.items():
-        if not chunks:  # an expert no calibration token was routed to
-            continue
-        key = id(chunks[0])
-        if key not in by_source:
-            by_source[key] = torch.cat(chunks)
-        feats[n] = by_source[key]
-    return feats, out
 
 
 def _subsample_tokens(x: torch.Tensor, n_tokens: int) -> torch.Tensor:
@@ -192,17 +157,95 @@ def needs_calibration(method: Method, record: SearchRecord | None) -> bool:
     return (method.transform == "awq" and record is None) or QUANTIZER_NEEDS_INPUTS[method.quantizer]
 
 
+def validate_block(block: nn.Module, prefix: str, qspec: QuantSpec, spec: ModelSpec | None = None) -> None:
+    """Every linear of the block that gets quantized must be quantizable with ``qspec``."""
+    for name, lin in block_linears(block, spec).items():
+        check_weight(lin.weight.data, qspec, prefix + name)
+
+
 def validate_model(model: nn.Module, spec: ModelSpec, qspec: QuantSpec) -> None:
     """Refuse before any work: every linear in every block must be quantizable with ``qspec``."""
     for i, block in enumerate(get_blocks(model, spec)):
-        for name, lin in block_linears(block, spec).items():
-            check_weight(lin.weight.data, qspec, f"{spec.blocks}.{i}.{name}")
+        validate_block(block, f"{spec.blocks}.{i}.", qspec, spec)
 
 
 def validate_calibration(ids: torch.Tensor) -> None:
     if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
         raise AWQInputError(f"calibration ids must be an integer [n_samples, seqlen] tensor, got {ids.dtype} "
                             f"{tuple(ids.shape)}")
+
+
+def prepare_for_calibration(model: nn.Module, spec: ModelSpec, spec_file: bool, source: BlockSource | None) -> None:
+    """:func:`~awq_ext.calibrate.prepare.prepare_model` for an in-memory model; a streamed skeleton has no
+    weights to convert (its store reads them as float32), and fused experts are refused there."""
+    if source is None:
+        prepare_model(model, spec, strict_paths=spec_file)
+        return
+    if any(is_fused_experts(m) for m in model.modules()):
+        raise AWQInputError("streaming a model whose MoE experts are stored fused (transformers 5's 3-D "
+                            "gate_up_proj/down_proj) is not supported yet; quantize it without --stream")
+    check_spec_on_model(model, spec, strict_paths=spec_file)
+
+
+class WeightOnlyStep:
+    """The block step of :func:`quantize_model`: AWQ replay or search (scales + clips), then the
+    method's quantizer on every linear; the linears keep their dequantized weights, each block's integer
+    codes go to ``ctx.outputs`` and - with ``keep_codes`` - into ``quantized`` by full linear name
+    (a streamed model writes them out block by block instead: all codes of a large model as int32 would
+    be four times its float16 size)."""
+
+    nan_hint = "check the weights and the calibration text, or try another method"
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, cfg: QuantizeConfig, record: SearchRecord | None,
+                 keep_codes: bool = True):
+        self.model, self.spec, self.cfg, self.record, self.keep_codes = model, spec, cfg, record, keep_codes
+        self.method = get_method(cfg.method)
+        self.qspec = cfg.quant_spec()
+        self.desc = f"{cfg.method} w{cfg.w_bit} g{cfg.group_size}"
+        self.calibrated = needs_calibration(self.method, record)
+        self.searching = self.method.transform == "awq" and record is None
+        self.out_record = record if record is not None else (SearchRecord(config=cfg.to_dict()) if self.searching
+                                                             else None)
+        self.quantized: dict[str, QuantizedWeight] = {}
+
+    def validate(self, block: nn.Module, prefix: str) -> None:
+        validate_block(block, prefix, self.qspec, self.spec)
+
+    def record_names(self, block: nn.Module, linears: list[str]) -> list[str]:
+        """Modules whose inputs the driver records: the linears plus the groups' other inputs."""
+        return feature_names(block, self.spec, linears)
+
+    def reference_modules(self, block: nn.Module) -> list[str]:
+        """Modules whose float outputs the driver records for the scale search (see
+        :func:`reference_modules`)."""
+        return reference_modules(block, self.spec) if self.searching and self.cfg.awq.exact_shortcuts else []
+
+    def process(self, ctx: BlockContext) -> BlockReport:
+        report = BlockReport(ctx.index, float("nan"), 0.0, phases=ctx.phases)
+        if self.method.transform == "awq":
+            if self.record is not None:
+                _replay_block(self.model, ctx.prefix, self.record, ctx.feats, self.qspec)
+            else:
+                _awq_search_block(ctx.block, ctx.prefix, self.spec, ctx.feats, ctx.kwargs, self.qspec, self.cfg,
+                                  self.out_record, report, ctx.references)
+        quantizer = QUANTIZERS[self.method.quantizer]
+        needs_inputs = QUANTIZER_NEEDS_INPUTS[self.method.quantizer]
+        t_quant = time.perf_counter()
+        for name, lin in ctx.linears.items():
+            starved = needs_inputs and name not in ctx.feats  # a MoE expert no calibration token was routed to
+            if starved:
+                report.groups.append({"linear": name, "fallback": "no calibration tokens: RTN instead of "
+                                      f"{self.method.quantizer}"})
+            qw = (QUANTIZERS["rtn"] if starved else quantizer)(
+                lin, ctx.feats.get(name) if needs_inputs else None, self.qspec, self.cfg.extra, ctx.prefix + name)
+            lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
+            ctx.outputs[ctx.prefix + name] = QuantizedWeight(
+                qw.q.cpu(), qw.scales.cpu(), None if qw.zeros is None else qw.zeros.cpu(), qw.spec,
+                None if qw.g_idx is None else qw.g_idx.cpu())
+        report.phases["quantize"] = time.perf_counter() - t_quant
+        if self.keep_codes:
+            self.quantized.update(ctx.outputs)
+        return report
 
 
 @torch.no_grad()
@@ -222,82 +265,33 @@ def quantize_model(
     :mod:`awq_ext.calibrate.prepare`).
     Returns the integer codes per linear (for packing), the search record and per-block reports.
     """
-    t0 = time.time()
-    method = get_method(cfg.method)
-    spec_file, spec = spec is not None, get_spec(model, spec)
-    prepare_model(model, spec, strict_paths=spec_file)
-    qspec = cfg.quant_spec()
-    validate_model(model, spec, qspec)
-    blocks = get_blocks(model, spec)
-    needs_inputs = QUANTIZER_NEEDS_INPUTS[method.quantizer]
-    searching = method.transform == "awq" and record is None
-    calibrated = needs_calibration(method, record)
-    quantized: dict[str, QuantizedWeight] = {}
-    reports: list[BlockReport] = []
-    out_record = record if record is not None else (SearchRecord(config=cfg.to_dict()) if searching else None)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return quantize_blocks(model, calib_ids, cfg, record=record, progress=progress, spec=spec)
 
-    inps: torch.Tensor | None = None
-    kwargs: dict[str, Any] = {}
-    if calibrated:
+
+def quantize_blocks(
+    model: nn.Module,
+    calib_ids: torch.Tensor | None,
+    cfg: QuantizeConfig,
+    record: SearchRecord | None = None,
+    progress: bool = True,
+    *,
+    source: BlockSource | None = None,
+    observers: Sequence[BlockObserver] = (),
+    keep_codes: bool = True,
+    spec: ModelSpec | None = None,
+) -> QuantizationResult:
+    """:func:`quantize_model` with the driver's options: ``source`` streams the blocks' weights from
+    their shards (:class:`awq_ext.io.stream.BlockStore`), ``observers`` see each finished block (the
+    streaming checkpoint writer, layer-by-layer evaluation); ``keep_codes=False`` leaves
+    ``result.quantized`` empty (the observers consumed the codes)."""
+    spec_file, spec = spec is not None, get_spec(model, spec)
+    prepare_for_calibration(model, spec, spec_file, source)
+    step = WeightOnlyStep(model, spec, cfg, record, keep_codes)
+    if step.calibrated:
         if calib_ids is None:
             raise AWQInputError(f"method {cfg.method!r} needs calibration data; pass calibration token ids")
         validate_calibration(calib_ids)
-        inps, kwargs = capture_block_inputs(model, blocks, calib_ids)
-        if not torch.isfinite(inps).all():
-            raise AWQInputError("calibration activations contain NaN/Inf at the first block: the embedding "
-                                "weights are corrupt or the dtype overflows; load the model in float32")
-
-    for i, block in enumerate(tqdm(blocks, desc=f"{cfg.method} w{cfg.w_bit} g{cfg.group_size}",
-                                   disable=not progress)):
-        tb = time.time()
-        prefix = f"{spec.blocks}.{i}."
-        home = next(block.parameters()).device
-        block.to(device)
-        linears = block_linears(block, spec)
-        report = BlockReport(i, float("nan"), 0.0)
-        feats: dict[str, torch.Tensor] = {}
-        fp_out = None
-        kw: dict[str, Any] = {}
-        if calibrated:
-            inps = inps.to(device)
-            kw = to_device(kwargs, device)
-            refs: dict[str, list[torch.Tensor]] = {}
-            if searching and cfg.awq.exact_shortcuts:
-                refs = {n: [] for n in reference_modules(block, spec)}
-            with timed(report.phases, "collect_inputs"):
-                feats, fp_out = collect_inputs(block, inps, kw, feature_names(block, spec, list(linears)),
-                                               cfg.chunk_size, refs)
-            if not torch.isfinite(fp_out).all():
-                raise AWQInputError(f"block {i} produced NaN/Inf on the calibration data; check the weights of "
-                                    f"{prefix}* and the calibration text")
-        if method.transform == "awq":
-            if record is not None:
-                _replay_block(model, prefix, record, feats, qspec)
-            else:
-                _awq_search_block(block, prefix, spec, feats, kw, qspec, cfg, out_record, report, refs)
-        quantizer = QUANTIZERS[method.quantizer]
-        t_quant = time.perf_counter()
-        for name, lin in linears.items():
-            starved = needs_inputs and name not in feats  # a MoE expert no calibration token was routed to
-            if starved:
-                report.groups.append({"linear": name, "fallback": "no calibration tokens: RTN instead of "
-                                      f"{method.quantizer}"})
-            qw = (QUANTIZERS["rtn"] if starved else quantizer)(lin, feats.get(name) if needs_inputs else None, qspec,
-                                                              cfg.extra, prefix + name)
-            lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
-            quantized[prefix + name] = QuantizedWeight(qw.q.cpu(), qw.scales.cpu(),
-                                                       None if qw.zeros is None else qw.zeros.cpu(), qw.spec,
-                                                       None if qw.g_idx is None else qw.g_idx.cpu())
-        report.phases["quantize"] = time.perf_counter() - t_quant
-        if calibrated:
-            with timed(report.phases, "propagate"):
-                q_out = run_chunked(block, inps, kw, cfg.chunk_size)
-            report.rel_error = _mse(q_out, fp_out) / max(float(fp_out.float().pow(2).mean()), 1e-30)
-            inps = q_out if cfg.propagate == "quantized" else fp_out
-            del feats, fp_out, refs
-        block.to(home)
-        report.seconds = time.time() - tb
-        reports.append(report)
-    return QuantizationResult(quantized, out_record, reports, time.time() - t0)
-
+    run = run_blocks(model, step.spec, step, calib_ids, device=calibration_device(cfg.device),
+                     chunk_size=cfg.chunk_size, propagate=cfg.propagate, progress=progress, source=source,
+                     observers=observers)
+    return QuantizationResult(step.quantized, step.out_record, run.reports, run.seconds)

@@ -9,12 +9,16 @@ On disk (what transformers / vLLM / AutoAWQ read)::
 
 Each quantized linear ``<name>`` contributes ``<name>.qweight``, ``<name>.qzeros``, ``<name>.scales``
 (+ ``<name>.g_idx`` for act-order, + ``<name>.bias``) in the layout of
-:class:`awq_ext.pack.interchange.InterchangeGemmLayout`; every other tensor is stored as in the model.
-``quantization_config = {quant_method: "awq", bits: 4, group_size, zero_point, version: "gemm",
-modules_to_not_convert}``; ``desc_act: true`` is added (our extension) when layers carry ``g_idx``.
+:class:`awq_ext.pack.interchange.InterchangeGemmLayout`; every other tensor (embeddings, norms, the
+head, biases) in the save dtype - float16 unless the model is bfloat16, as AutoAWQ stores them
+(:func:`resolve_save_dtype`). ``quantization_config = {quant_method: "awq", bits: 4, group_size,
+zero_point, version: "gemm", format: "gemm", modules_to_not_convert}``; ``desc_act: true`` is added
+(our extension) when layers carry ``g_idx``. ``config.json`` says ``use_cache: true``.
 
-Saves are atomic: everything is written into a hidden temporary directory next to ``out_dir`` and
-renamed into place only when complete, so an interrupted save leaves nothing loadable at ``out_dir``.
+Saves are atomic (:class:`awq_ext.io.shards.ShardWriter`): everything is written into a hidden
+temporary directory next to ``out_dir`` and renamed into place only when complete, so an interrupted
+save leaves nothing loadable at ``out_dir``. The streaming driver writes through the same writer,
+block by block (:mod:`awq_ext.io.stream`).
 Loads build the model skeleton with its parameters on the meta device (no float weights are ever
 materialized for quantized linears) and validate every tensor's name, shape, dtype and finiteness
 before it is used, naming the offending tensor and file on failure.
@@ -24,29 +28,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import shutil
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from awq_ext.errors import AWQInputError, CheckpointError
 from awq_ext.models.experts import unfuse_experts
+from awq_ext.io.shards import DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, ShardWriter
 from awq_ext.nn.wqlinear import WQLinear, set_backend, wq_linears
 from awq_ext.pack.interchange import INTERCHANGE_GEMM
 from awq_ext.quant.quantizer import SUPPORTED_GROUP_SIZES
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
-DEFAULT_MAX_SHARD_SIZE = "2GB"
 QUANT_BUFFERS = ("qweight", "qzeros", "scales", "g_idx")
 _QUANT_DTYPES = {"qweight": torch.int32, "qzeros": torch.int32, "scales": torch.float16, "g_idx": torch.int32}
 _ST_DTYPES = {
@@ -61,7 +59,7 @@ _ST_DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+SAVE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 # ============================================================================ save
@@ -91,6 +89,7 @@ def build_quant_config(model: nn.Module, extra: Mapping[str, Any] | None = None)
         "group_size": first.group_size,
         "zero_point": first.zero_point,
         "version": INTERCHANGE_GEMM.version,
+        "format": INTERCHANGE_GEMM.version,  # GPTQModel reads "format", transformers/AutoAWQ "version"
         "modules_to_not_convert": not_converted or None,
     }
     if first.desc_act:
@@ -111,89 +110,78 @@ def build_quant_config(model: nn.Module, extra: Mapping[str, Any] | None = None)
     return qc
 
 
-def _parse_size(size: int | str) -> int:
-    if isinstance(size, int):
-        if size <= 0:
-            raise AWQInputError(f"max_shard_size must be positive, got {size}")
-        return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", size)
-    if m is None or m.group(2).upper() not in _SIZE_UNITS:
-        raise AWQInputError(f"max_shard_size {size!r} not understood; use e.g. 2GB, 500MB or a byte count")
-    return max(1, int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]))
+def resolve_save_dtype(model: nn.Module, save_dtype: torch.dtype | str | None) -> torch.dtype:
+    """The dtype of the checkpoint's unquantized float tensors (embeddings, norms, head, biases).
+
+    ``None`` (the default) is what AutoAWQ checkpoints hold: float16, unless the model computes in
+    bfloat16 (then bfloat16: its embeddings may exceed float16's range). ``"float32"`` keeps full
+    precision at twice the size.
+    """
+    if save_dtype is None:
+        floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        return torch.bfloat16 if torch.bfloat16 in floats else torch.float16
+    if isinstance(save_dtype, str):
+        if save_dtype not in SAVE_DTYPES:
+            raise AWQInputError(f"save dtype {save_dtype!r} not supported; choose one of {', '.join(SAVE_DTYPES)}")
+        return SAVE_DTYPES[save_dtype]
+    if save_dtype not in SAVE_DTYPES.values():
+        raise AWQInputError(f"save dtype {save_dtype} not supported; choose one of {', '.join(SAVE_DTYPES)}")
+    return save_dtype
 
 
-def _state_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU, contiguous state dict with tied tensors stored once (safetensors refuses shared storage)."""
+def _storable(name: str, t: torch.Tensor, save_dtype: torch.dtype) -> torch.Tensor:
+    out = t.detach().to("cpu")
+    if not out.is_floating_point() or out.dtype == save_dtype:
+        return out.contiguous()
+    cast = out.to(save_dtype).contiguous()
+    if not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(out).all()):
+        raise AWQInputError(f"{name}: values exceed the range of {save_dtype} (max |x| {float(out.abs().max()):.4g}); "
+                            "save with --save-dtype bfloat16 or float32")
+    return cast
+
+
+def checkpoint_tensors(
+    model: nn.Module, save_dtype: torch.dtype, *, exclude_prefix: str | None = None, skip: Collection[str] = ()
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, CPU tensor)`` in state-dict order as the checkpoint stores them: tied tensors once
+    (safetensors refuses shared storage), packed buffers as they are, other floats in ``save_dtype``.
+
+    ``exclude_prefix``: leave out the tensors under it (the streaming driver writes the decoder blocks
+    itself, one at a time, and they are back on the meta device when the rest is written); ``skip``:
+    names already written.
+    """
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     tied_names = set(tied) | set(tied.values())
-    seen: dict[tuple, str] = {}
-    out: dict[str, torch.Tensor] = {}
+    packed = {f"{name}.{leaf}" for name in wq_linears(model) for leaf in QUANT_BUFFERS}
+    seen: set[tuple] = set()
+    owners: set[int] = set()
     for name, t in model.state_dict().items():
+        if name in skip or (exclude_prefix is not None and name.startswith(exclude_prefix)):
+            continue
         if t.is_meta:
             raise AWQInputError(f"save_quantized: {name} is on the meta device; materialize the model first")
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
         if key in seen and name in tied_names:
             continue  # a tie the config re-creates at load time (e.g. lm_head -> embed_tokens)
-        seen.setdefault(key, name)
-        out[name] = t.detach().to("cpu").contiguous()
-    # Anything still sharing storage (views, untracked ties) gets its own copy.
-    owners: set[int] = set()
-    for name, t in out.items():
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in owners:
-            out[name] = t.clone()
-        else:
-            owners.add(ptr)
-    return out
+        seen.add(key)
+        out = t.detach().to("cpu").contiguous() if name in packed else _storable(name, t, save_dtype)
+        ptr = out.untyped_storage().data_ptr()
+        if ptr in owners:  # anything still sharing storage (views, untracked ties) gets its own copy
+            out = out.clone()
+        owners.add(out.untyped_storage().data_ptr())
+        yield name, out
 
 
-def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, t in state.items():
-        nbytes = t.numel() * t.element_size()
-        if shards[-1] and size + nbytes > max_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = t
-        size += nbytes
-    return shards
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_checkpoint(
-    tmp: Path, model: nn.Module, tokenizer: Any, qc: dict[str, Any], max_bytes: int
-) -> None:
-    state = _state_to_save(model)
-    shards = _shards(state, max_bytes)
-    if len(shards) == 1:
-        save_file(shards[0], str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-    else:
-        weight_map: dict[str, str] = {}
-        for i, shard in enumerate(shards, start=1):
-            fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(tmp / fname), metadata={"format": "pt"})
-            weight_map.update({name: fname for name in shard})
-        total = sum(t.numel() * t.element_size() for t in state.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-
+def checkpoint_config(model: nn.Module, qc: dict[str, Any], save_dtype: torch.dtype) -> dict[str, Any]:
+    """``config.json`` of the checkpoint: the model's config + ``quantization_config``, the stored dtype,
+    and ``use_cache: true`` (calibration switches caching off; generation wants it back on)."""
     config = json.loads(model.config.to_json_string(use_diff=False))
     config["quantization_config"] = qc
+    config["use_cache"] = True
+    dtype_name = str(save_dtype).removeprefix("torch.")
+    config["dtype"] = dtype_name
+    if "torch_dtype" in config:
+        config["torch_dtype"] = dtype_name
     if not config.get("architectures"):
         config["architectures"] = [type(model).__name__]
     if config.get("tie_word_embeddings"):
@@ -201,13 +189,19 @@ def _write_checkpoint(
         if isinstance(output, WQLinear):
             # A quantized head has no float weight to tie to the embedding.
             config["tie_word_embeddings"] = False
-    (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return config
 
+
+def write_metadata(directory: Path, model: nn.Module, tokenizer: Any, qc: dict[str, Any],
+                   save_dtype: torch.dtype) -> None:
+    """config.json, generation_config.json and the tokenizer files into ``directory``."""
+    config = checkpoint_config(model, qc, save_dtype)
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
-        generation_config.save_pretrained(str(tmp))
+        generation_config.save_pretrained(str(directory))
     if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(directory))
 
 
 def save_quantized(
@@ -218,47 +212,26 @@ def save_quantized(
     *,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
+    save_dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write ``model`` (a transformers model whose quantized linears are :class:`WQLinear`) to ``out_dir``.
 
     Tensors go to safetensors, split into shards of at most ``max_shard_size`` (bytes, or a string
     such as ``"2GB"``) with ``model.safetensors.index.json`` when more than one is needed.
-    ``quant_config`` adds keys to ``quantization_config`` (see :func:`build_quant_config`).
-    An existing ``out_dir`` is refused unless ``overwrite=True``; it is replaced only after the
-    new checkpoint is complete. Returns the checkpoint directory.
+    Unquantized float tensors are stored in ``save_dtype`` (see :func:`resolve_save_dtype`; default
+    float16 unless the model is bfloat16). ``quant_config`` adds keys to ``quantization_config``
+    (see :func:`build_quant_config`). An existing ``out_dir`` is refused unless ``overwrite=True``;
+    it is replaced only after the new checkpoint is complete. Returns the checkpoint directory.
     """
-    out = Path(out_dir).absolute()
-    if out.exists() and not overwrite:
-        raise AWQInputError(f"save_quantized: {out} already exists; pass overwrite=True or choose another --output")
-    if out.exists() and not out.is_dir():
-        raise AWQInputError(f"save_quantized: {out} exists and is not a directory")
     if getattr(model, "config", None) is None:
         raise AWQInputError("save_quantized: the model has no .config; pass a transformers PreTrainedModel")
     qc = build_quant_config(model, quant_config)
-    max_bytes = _parse_size(max_shard_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    old: Path | None = None  # where a replaced checkpoint waits until the new one is in place
-    try:
-        _write_checkpoint(tmp, model, tokenizer, qc, max_bytes)
-        _fsync_tree(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "ckpt")
-        os.rename(tmp, out)
-    except BaseException:
-        # Also on KeyboardInterrupt: drop the hidden partial directory, put a replaced checkpoint back.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / "ckpt").exists() and not out.exists():
-            os.rename(old / "ckpt", out)
-        if old is not None and out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(out.parent)
-    return out
+    dtype = resolve_save_dtype(model, save_dtype)
+    with ShardWriter(out_dir, max_shard_size, overwrite=overwrite) as writer:
+        for name, t in checkpoint_tensors(model, dtype):
+            writer.add(name, t)
+        write_metadata(writer.staging, model, tokenizer, qc, dtype)
+        return writer.commit()
 
 
 # ============================================================================ load
@@ -295,11 +268,14 @@ def _validate_quant_config(qc: Any, where: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{where}: quantization_config.quant_method is {qc.get('quant_method')!r}, expected 'awq'"
         )
-    if str(qc.get("version", "")).lower() != INTERCHANGE_GEMM.version:
-        raise CheckpointError(
-            f"{where}: quantization_config.version is {qc.get('version')!r}; only the 'gemm' interchange layout "
-            "can be loaded"
-        )
+    for key in ("version", "format"):
+        if str(qc.get(key, INTERCHANGE_GEMM.version)).lower() != INTERCHANGE_GEMM.version:
+            raise CheckpointError(
+                f"{where}: quantization_config.{key} is {qc.get(key)!r}; only the 'gemm' interchange layout "
+                "can be loaded"
+            )
+    if "version" not in qc:
+        raise CheckpointError(f"{where}: quantization_config has no version; expected 'gemm'")
     bits = qc.get("bits", qc.get("w_bit"))
     if bits != INTERCHANGE_GEMM.bits:
         raise CheckpointError(f"{where}: quantization_config.bits is {bits!r}; only 4-bit checkpoints can be loaded")
@@ -604,10 +580,10 @@ def checkpoint_size_report(path: str | os.PathLike[str]) -> SizeReport:
     return _size_from_entries(entries, sum(f.stat().st_size for f in files))
 
 
-def model_size_report(model: nn.Module) -> SizeReport:
+def model_size_report(model: nn.Module, save_dtype: torch.dtype | str | None = None) -> SizeReport:
     """Size report of an in-memory model as :func:`save_quantized` would store it (``file_bytes`` = payload)."""
-    state = _state_to_save(model)
-    entries = [(n, tuple(t.shape), t.element_size()) for n, t in state.items()]
+    dtype = resolve_save_dtype(model, save_dtype)
+    entries = [(n, tuple(t.shape), t.element_size()) for n, t in checkpoint_tensors(model, dtype)]
     total = sum(math.prod(s) * e for _, s, e in entries)
     return _size_from_entries(entries, total)
 

@@ -63,6 +63,21 @@ def is_quantized_checkpoint(path: str | os.PathLike) -> bool:
     return qc.get("quant_method") == "awq"
 
 
+def declared_dtype(name: str | None) -> torch.dtype | None:
+    """The dtype a local model directory's config.json declares (``dtype``/``torch_dtype``), else None."""
+    if name in (None, "", DEFAULT_MODEL):
+        return None
+    cfg = Path(name).expanduser() / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise AWQInputError(f"{cfg} is not valid JSON: {e}") from e
+    value = data.get("dtype") or data.get("torch_dtype")
+    return getattr(torch, value, None) if isinstance(value, str) else None
+
+
 def load_model(name: str | None = None, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer)`` in eval mode. Local paths never touch the network."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

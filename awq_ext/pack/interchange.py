@@ -59,6 +59,7 @@ _ORDER = torch.tensor(INTERCHANGE_GEMM.column_order, dtype=torch.long)
 _INVERSE_ORDER = torch.argsort(_ORDER)
 _SYMMETRIC_OFFSET = 2 ** (INTERCHANGE_GEMM.bits - 1)  # 8: shifts signed codes [-8, 7] to [0, 15]
 _NIBBLE_MAX = 2**INTERCHANGE_GEMM.bits - 1
+_PACK_CHUNK_ELEMENTS = 2**20
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -76,18 +77,23 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
             f"pack_int4: {cols} columns is not a multiple of 8; the interchange layout packs eight "
             "output channels per int32, so out_features must be divisible by 8"
         )
-    c = codes.to(torch.int64)
-    if c.numel() and (int(c.min()) < 0 or int(c.max()) > _NIBBLE_MAX):
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > _NIBBLE_MAX):
         raise AWQInputError(
-            f"pack_int4: codes must lie in [0, 15], got range [{int(c.min())}, {int(c.max())}]"
+            f"pack_int4: codes must lie in [0, 15], got range [{int(codes.min())}, {int(codes.max())}]"
         )
-    # [R, C/8, 8] with the last axis permuted into nibble order, then shifted into place.
-    c = c.reshape(rows, cols // 8, 8)[:, :, _ORDER.to(c.device)]
-    shifts = torch.arange(0, 32, 4, dtype=torch.int64, device=c.device)
-    words = (c << shifts).sum(dim=-1)  # disjoint bit fields: sum == bitwise or
-    # Reinterpret the unsigned 32-bit value as a signed int32 (two's complement).
-    words = torch.where(words >= 2**31, words - 2**32, words)
-    return words.to(torch.int32)
+    out = torch.empty(rows, cols // 8, dtype=torch.int32, device=codes.device)
+    shifts = torch.arange(0, 32, 4, dtype=torch.int64, device=codes.device)
+    order = _ORDER.to(codes.device)
+    # Row chunks keep the int64 temporaries to ~8 MiB, whatever the layer's size (a 8192 x 28672 layer
+    # would otherwise take several GiB while packing).
+    step = max(1, _PACK_CHUNK_ELEMENTS // max(cols, 1))
+    for r0 in range(0, rows, step):
+        # [r, C/8, 8] with the last axis permuted into nibble order, then shifted into place.
+        c = codes[r0 : r0 + step].to(torch.int64).reshape(-1, cols // 8, 8)[:, :, order]
+        words = (c << shifts).sum(dim=-1)  # disjoint bit fields: sum == bitwise or
+        # Reinterpret the unsigned 32-bit value as a signed int32 (two's complement).
+        out[r0 : r0 + step] = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    return out
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
@@ -222,13 +228,13 @@ def pack_interchange(qw: QuantizedWeight, name: str = "layer") -> InterchangeTen
         zeros = qw.zeros
         if not torch.equal(zeros, torch.round(zeros.float()).to(zeros.dtype)):
             raise AWQInputError(f"{name}: zero points must be integers")
-        zeros = zeros.to(torch.int64)
-        codes = q.to(torch.int64)
+        zeros = zeros.to(torch.int32)
+        codes = q.to(torch.int32)  # 0..15: int32 holds them; pack_int4 widens chunk by chunk
     else:
         if qw.zeros is not None:
             raise AWQInputError(f"{name}: spec has zero_point=False but zeros were given")
-        codes = q.to(torch.int64) + _SYMMETRIC_OFFSET
-        zeros = torch.full((n, n_groups), _SYMMETRIC_OFFSET, dtype=torch.int64, device=q.device)
+        codes = q.to(torch.int32) + _SYMMETRIC_OFFSET
+        zeros = torch.full((n, n_groups), _SYMMETRIC_OFFSET, dtype=torch.int32, device=q.device)
 
     g_idx = None
     if qw.g_idx is not None:

@@ -1,8 +1,8 @@
 """The W8A8 calibration driver: block by block, equalize, quantize, bias-correct, propagate.
 
-Same machinery as the AWQ pipeline (``capture_block_inputs`` for block 0's inputs, ``collect_inputs``
-for each linear's inputs, ``fold_scales`` for exact equalization), so memory stays bounded to one
-block's activations. Per block:
+A block step of the one driver (:func:`awq_ext.calibrate.driver.run_blocks`: block 0's inputs,
+each linear's recorded inputs, propagation, streaming and memory accounting), with ``fold_scales``
+for exact equalization, so memory stays bounded to one block. Per block:
 
 1. record every linear's inputs on the calibration data (previous blocks already quantized);
 2. per scaling group of the model's spec (``prev_op -> linears``; GQA's v_proj -> o_proj is skipped
@@ -24,18 +24,15 @@ block, quantized previous blocks), after equalization.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from awq_ext.calibrate.capture import capture_block_inputs, run_chunked, to_device
+from awq_ext.calibrate.driver import BlockContext, BlockObserver, BlockSource, calibration_device, run_blocks
 from awq_ext.calibrate.fold import fold_group
-from awq_ext.calibrate.prepare import prepare_model
-from awq_ext.calibrate.pipeline import collect_inputs, divide_features
+from awq_ext.calibrate.pipeline import divide_features, prepare_for_calibration
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, bind_groups, block_linears, get_blocks, get_module, get_spec
 from awq_ext.models.groups import feature_names, search_input
@@ -59,6 +56,7 @@ class W8A8BlockReport:
     seconds: float
     groups: list[dict] = field(default_factory=list)
     bias_shift: dict[str, float] = field(default_factory=dict)  # linear -> mean |correction|
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase of this block
 
 
 @dataclass
@@ -138,64 +136,72 @@ def _quantize_linear(block: nn.Module, name: str, lin: nn.Linear, x: torch.Tenso
     return shift
 
 
+def validate_block_w8a8(block: nn.Module, prefix: str, cfg: W8A8Config, spec: ModelSpec | None = None) -> None:
+    lins = block_linears(block, spec)
+    if not lins:
+        raise AWQInputError(f"{prefix.rstrip('.')} holds no nn.Linear: the model is already quantized, or "
+                            "the adapter spec does not match it; load a float model")
+    for name, lin in lins.items():
+        if cfg.weight_only:
+            check_weight(lin.weight.data, cfg.quant_spec(), prefix + name)
+        elif not torch.isfinite(lin.weight).all():
+            raise AWQInputError(f"{prefix}{name}: weight holds NaN/Inf; reload in float32")
+
+
 def validate_model_w8a8(model: nn.Module, cfg: W8A8Config, spec: ModelSpec | None = None) -> None:
     spec = get_spec(model, spec)
     for i, block in enumerate(get_blocks(model, spec)):
-        lins = block_linears(block, spec)
-        if not lins:
-            raise AWQInputError(f"{spec.blocks}.{i} holds no nn.Linear: the model is already quantized, or "
-                                "the adapter spec does not match it; load a float model")
-        for name, lin in lins.items():
-            if cfg.weight_only:
-                check_weight(lin.weight.data, cfg.quant_spec(), f"{spec.blocks}.{i}.{name}")
-            elif not torch.isfinite(lin.weight).all():
-                raise AWQInputError(f"{spec.blocks}.{i}.{name}: weight holds NaN/Inf; reload in float32")
+        validate_block_w8a8(block, f"{spec.blocks}.{i}.", cfg, spec)
+
+
+class W8A8Step:
+    """The block step of :func:`quantize_w8a8`: equalize, quantize every linear, bias-correct."""
+
+    calibrated = True
+    nan_hint = "try --act-quant dynamic or another method"
+
+    def __init__(self, spec: ModelSpec, cfg: W8A8Config):
+        self.spec, self.cfg = spec, cfg
+        self.desc = cfg.label()
+        self.scales: dict[str, torch.Tensor] = {}
+
+    def validate(self, block: nn.Module, prefix: str) -> None:
+        validate_block_w8a8(block, prefix, self.cfg, self.spec)
+
+    def record_names(self, block: nn.Module, linears: list[str]) -> list[str]:
+        return feature_names(block, self.spec, linears)
+
+    def reference_modules(self, block: nn.Module) -> list[str]:
+        return []
+
+    def process(self, ctx: BlockContext) -> W8A8BlockReport:
+        report = W8A8BlockReport(ctx.index, float("nan"), 0.0, phases=ctx.phases)
+        report.groups = equalize_block(ctx.block, self.spec, ctx.feats, self.cfg, ctx.prefix, self.scales)
+        for name, lin in ctx.linears.items():
+            if name not in ctx.feats:
+                raise AWQInputError(f"{ctx.prefix}{name} received no calibration tokens (a MoE expert no token was "
+                                    "routed to); W8A8 needs its activations: use more calibration data or an AWQ "
+                                    "method, which falls back to RTN for such experts")
+            report.bias_shift[name] = _quantize_linear(ctx.block, name, lin, ctx.feats[name], self.cfg)
+        return report
 
 
 @torch.no_grad()
 def quantize_w8a8(model: nn.Module, calib_ids: torch.Tensor, cfg: W8A8Config, progress: bool = True,
-                  spec: ModelSpec | None = None) -> W8A8Result:
-    """Quantize ``model``'s decoder-block linears in place as ``cfg`` says (see module doc)."""
-    t0 = time.time()
+                  spec: ModelSpec | None = None, *, source: BlockSource | None = None,
+                  observers: Sequence[BlockObserver] = ()) -> W8A8Result:
+    """Quantize ``model``'s decoder-block linears in place as ``cfg`` says (see module doc).
+    ``spec``: a ``--spec FILE.json`` (default: the registry's); ``source``/``observers``: as in
+    :func:`awq_ext.calibrate.pipeline.quantize_blocks`."""
     if calib_ids is None or calib_ids.dim() != 2 or calib_ids.dtype not in (torch.int32, torch.int64):
         raise AWQInputError("W8A8 calibration needs integer token ids [n_samples, seqlen] (static activation "
                             "scales, equalization ranges and bias correction all come from them)")
-    validate_model_w8a8(model, cfg, spec)
+    if source is None:
+        validate_model_w8a8(model, cfg, spec)  # before preparing: an already-quantized model keeps its clear error
     spec_file, spec = spec is not None, get_spec(model, spec)
-    prepare_model(model, spec, strict_paths=spec_file)
-    blocks = get_blocks(model, spec)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    inps, kwargs = capture_block_inputs(model, blocks, calib_ids)
-    if not torch.isfinite(inps).all():
-        raise AWQInputError("calibration activations contain NaN/Inf at the first block; load the model in float32")
-    scales: dict[str, torch.Tensor] = {}
-    reports: list[W8A8BlockReport] = []
-    for i, block in enumerate(tqdm(blocks, desc=cfg.label(), disable=not progress)):
-        tb = time.time()
-        prefix = f"{spec.blocks}.{i}."
-        home = next(block.parameters()).device
-        block.to(device)
-        inps = inps.to(device)
-        kw = to_device(kwargs, device)
-        linears = block_linears(block, spec)
-        feats, fp_out = collect_inputs(block, inps, kw, feature_names(block, spec, list(linears)), cfg.chunk_size)
-        report = W8A8BlockReport(i, float("nan"), 0.0)
-        report.groups = equalize_block(block, spec, feats, cfg, prefix, scales)
-        for name, lin in linears.items():
-            if name not in feats:
-                raise AWQInputError(f"{prefix}{name} received no calibration tokens (a MoE expert no token was "
-                                    "routed to); W8A8 needs its activations: use more calibration data or an AWQ "
-                                    "method, which falls back to RTN for such experts")
-            report.bias_shift[name] = _quantize_linear(block, name, lin, feats[name], cfg)
-        del feats
-        q_out = run_chunked(block, inps, kw, cfg.chunk_size)
-        if not torch.isfinite(q_out).all():
-            raise AWQInputError(f"block {i} produced NaN/Inf after quantization; try --act-quant dynamic or "
-                                "another method")
-        report.rel_error = float((q_out - fp_out).pow(2).mean() / fp_out.pow(2).mean().clamp(min=1e-30))
-        inps = q_out if cfg.propagate == "quantized" else fp_out
-        del fp_out
-        block.to(home)
-        report.seconds = time.time() - tb
-        reports.append(report)
-    return W8A8Result(cfg, scales, reports, time.time() - t0)
+    prepare_for_calibration(model, spec, spec_file, source)
+    step = W8A8Step(spec, cfg)
+    run = run_blocks(model, step.spec, step, calib_ids, device=calibration_device(cfg.device),
+                     chunk_size=cfg.chunk_size, propagate=cfg.propagate, progress=progress, source=source,
+                     observers=observers)
+    return W8A8Result(cfg, step.scales, run.reports, run.seconds)

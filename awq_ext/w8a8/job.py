@@ -2,7 +2,7 @@
 
 Returns the same report fields as :func:`awq_ext.jobs.run_job` (model, method, bits, group_size,
 zero_point, calib, eval, config, torch, threads, quantize_seconds, peak_rss_mb_after_quantize, blocks,
-ppl, mean_nll, eval_tokens, eval_seconds, seconds, peak_rss_mb) plus ``mode``, ``act_quant``,
+ppl, mean_nll, eval_tokens, eval_seconds, seconds, peak_rss_mb, peak_device_mb) plus ``mode``, ``act_quant``,
 ``bias_correction``, ``alpha`` and ``label``.
 
 W8A8-specific options travel in ``JobOptions.extra`` (the CLI fills them from its flags):
@@ -26,6 +26,7 @@ import torch
 from awq_ext.errors import AWQInputError
 from awq_ext.eval import perplexity
 from awq_ext.jobs import JobOptions, TextCache, check_zero_shot, job_spec, peak_rss_mb, plan_data, run_zero_shot
+from awq_ext.memory import memory_peaks
 from awq_ext.models.loading import is_quantized_checkpoint, load_model, model_label
 from awq_ext.w8a8.calibrate import quantize_w8a8
 from awq_ext.w8a8.config import W8A8_METHODS, W8A8Config
@@ -58,7 +59,15 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
         raise AWQInputError("--save-record/--load-record hold AWQ searches; W8A8 methods do not use them")
     cfg = config_from_options(opts)
     check_zero_shot(opts)
-    if model is None:
+    store = None
+    if opts.stream:  # one decoder block in memory at a time; perplexity layer by layer
+        from awq_ext.io.stream import open_streamed
+        from awq_ext.stream_job import check_stream
+
+        check_stream(opts)
+        streamed = open_streamed(opts.model)
+        model, tokenizer, store = streamed.model, streamed.tokenizer, streamed.store
+    elif model is None:
         if opts.model and is_quantized_checkpoint(opts.model):
             raise AWQInputError(f"{opts.model} is already quantized; W8A8 needs the float model")
         model, tokenizer = load_model(opts.model)
@@ -80,7 +89,13 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
                  "token_range": plan.get("eval_range")} if opts.eval else None,
         "config": cfg.to_dict(), "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
-    result = quantize_w8a8(model, plan["calib_ids"], cfg, progress=opts.progress, spec=spec)
+    evaluator = None
+    if store is not None and opts.eval:
+        from awq_ext.eval.layerwise import LayerwisePerplexity
+
+        evaluator = LayerwisePerplexity(model, store.spec, plan["eval_windows"])
+    result = quantize_w8a8(model, plan["calib_ids"], cfg, progress=opts.progress, spec=spec, source=store,
+                           observers=[evaluator] if evaluator is not None else ())
     out["spec"] = opts.spec
     out["quantize_seconds"] = result.seconds
     out["peak_rss_mb_after_quantize"] = peak_rss_mb()
@@ -88,9 +103,10 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
                       "bias_shift": b.bias_shift} for b in result.blocks]
     if opts.eval:
         t = time.time()
-        ppl = perplexity(model, plan["eval_windows"], progress=opts.progress)
+        ppl = (evaluator.result(opts.progress) if evaluator is not None
+               else perplexity(model, plan["eval_windows"], progress=opts.progress))
         out.update(ppl=ppl.ppl, mean_nll=ppl.mean_nll, eval_tokens=ppl.n_tokens, eval_seconds=time.time() - t)
     run_zero_shot(out, model, tokenizer, opts)
     out["seconds"] = time.time() - t_start
-    out["peak_rss_mb"] = peak_rss_mb()
+    out.update(memory_peaks())
     return out

@@ -77,7 +77,7 @@ def test_block_scales_identical_with_and_without_exact_shortcuts(make):
 def test_recorded_reference_equals_recomputed_one():
     # The driver's calibration forward records the inspected module's float output per chunk; the loss
     # built on it equals the loss that recomputes it, and a mismatched recording is not used.
-    from awq_ext.calibrate.pipeline import collect_inputs
+    from awq_ext.calibrate.driver import collect_inputs
 
     model = tiny_llama()
     block = model.model.layers[0]

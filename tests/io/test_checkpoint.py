@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, OPTConfig
 
 import awq_ext.io.checkpoint as ckmod
+import awq_ext.io.shards as shards
 from awq_ext.errors import AWQInputError, CheckpointError
 from awq_ext.io import (
     build_quant_config,
@@ -149,7 +150,9 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 def test_save_load_identical_tensors_and_logits(tmp_path: Path, make, spec, act_order, shard) -> None:
     model, reference, quantized = _quantize(make(), spec, act_order=act_order)
     kwargs = {"max_shard_size": shard} if shard else {}
-    out = save_quantized(model, tmp_path / "ckpt", **kwargs)
+    # float32 storage: this test asserts an exact round trip of every tensor (the float16 default is
+    # covered by test_default_save_dtype_is_float16_and_config_keys)
+    out = save_quantized(model, tmp_path / "ckpt", save_dtype=torch.float32, **kwargs)
     if shard:
         assert (out / "model.safetensors.index.json").is_file() and not (out / "model.safetensors").exists()
     loaded = load_quantized(out)
@@ -188,7 +191,7 @@ def test_save_load_property(tmp_path_factory: pytest.TempPathFactory, hidden, gr
     if hidden % group_size:
         group_size = 32
     model, _, _ = _quantize(_llama(hidden=hidden, seed=seed), QuantSpec(4, group_size, zero_point))
-    out = save_quantized(model, tmp_path_factory.mktemp("prop") / "ckpt")
+    out = save_quantized(model, tmp_path_factory.mktemp("prop") / "ckpt", save_dtype="float32")  # exact round trip
     loaded = load_quantized(out)
     for key, t in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], t), key
@@ -217,7 +220,7 @@ def test_tokenizer_and_extra_config_are_saved(tmp_path: Path) -> None:
 
 def test_quantized_head_unties_embeddings(tmp_path: Path) -> None:
     model, reference, _ = _quantize(_llama(tie=True), QuantSpec(4, 32), skip=())
-    out = save_quantized(model, tmp_path / "ckpt")
+    out = save_quantized(model, tmp_path / "ckpt", save_dtype="float32")  # exact logits below
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is False and cfg["quantization_config"]["modules_to_not_convert"] is None
     loaded = load_quantized(out)
@@ -311,8 +314,9 @@ def test_size_report(saved) -> None:
     assert rep.bits_per_quantized_weight == pytest.approx(4 + (16 + 4) / 64)
     assert rep.file_bytes == (out / "model.safetensors").stat().st_size
     emb = model.get_input_embeddings().weight
-    assert rep.other_bytes >= emb.numel() * emb.element_size()  # tied head stored once
-    assert rep.other_bytes < 2 * emb.numel() * emb.element_size()
+    stored = 2  # float16: the default save dtype of a float32 model
+    assert rep.other_bytes >= emb.numel() * stored  # tied head stored once
+    assert rep.other_bytes < 2 * emb.numel() * stored
     mem = model_size_report(model)
     assert (mem.quantized_bytes, mem.other_bytes) == (rep.quantized_bytes, rep.other_bytes)
     assert "bits/weight" in rep.summary() and "4.312" in rep.summary()
@@ -428,7 +432,7 @@ def test_missing_shard_is_refused(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- atomic saves
 def _interrupting_save_file(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
-    real = ckmod.save_file
+    real = shards.finish_shard
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -437,7 +441,7 @@ def _interrupting_save_file(monkeypatch: pytest.MonkeyPatch, exc: BaseException)
             raise exc  # after one shard is fully on disk
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ckmod, "save_file", flaky)
+    monkeypatch.setattr(shards, "finish_shard", flaky)
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
@@ -454,8 +458,9 @@ def test_interrupted_save_leaves_nothing_loadable(tmp_path: Path, monkeypatch: p
 
 
 def test_interrupted_overwrite_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # float32 storage throughout: the logits are compared exactly with the in-memory models
     model, reference, _ = _quantize(_llama(seed=1), QuantSpec(4, 32))
-    out = save_quantized(model, tmp_path / "ckpt", max_shard_size=20_000)
+    out = save_quantized(model, tmp_path / "ckpt", max_shard_size=20_000, save_dtype="float32")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     other, _, _ = _quantize(_llama(seed=2), QuantSpec(4, 32))
     with pytest.raises(AWQInputError, match="already exists"):
@@ -466,7 +471,7 @@ def test_interrupted_overwrite_keeps_the_old_checkpoint(tmp_path: Path, monkeypa
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        save_quantized(other, out, tokenizer=FailingTokenizer(), overwrite=True)
+        save_quantized(other, out, tokenizer=FailingTokenizer(), overwrite=True, save_dtype="float32")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     with torch.no_grad():
@@ -481,12 +486,88 @@ def test_interrupted_overwrite_keeps_the_old_checkpoint(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(ckmod.os, "rename", rename_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        save_quantized(other, out, overwrite=True)
+        save_quantized(other, out, overwrite=True, save_dtype="float32")
     monkeypatch.setattr(ckmod.os, "rename", real_rename)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
-    save_quantized(other, out, overwrite=True)  # a completed overwrite replaces it
+    save_quantized(other, out, overwrite=True, save_dtype="float32")  # a completed overwrite replaces it
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     with torch.no_grad():
         assert torch.equal(load_quantized(out)(_tokens()).logits, other(_tokens()).logits)
+
+
+# ----------------------------------------------------------------------------- save dtype, config keys
+def test_default_save_dtype_is_float16_and_config_keys(saved) -> None:
+    out, model, _, quantized = saved
+    cfg = json.loads((out / "config.json").read_text())
+    qc = cfg["quantization_config"]
+    assert qc["format"] == "gemm" and qc["version"] == "gemm"
+    assert cfg["use_cache"] is True and cfg["dtype"] == "float16"
+    stored = load_file(out / "model.safetensors")
+    assert stored["model.embed_tokens.weight"].dtype == torch.float16
+    assert stored["model.norm.weight"].dtype == torch.float16
+    name = next(iter(quantized))
+    assert stored[name + ".scales"].dtype == torch.float16 and stored[name + ".qweight"].dtype == torch.int32
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(stored["model.embed_tokens.weight"], emb.to(torch.float16))
+    loaded = load_quantized(out, dtype=torch.float32)
+    assert torch.equal(loaded.get_input_embeddings().weight, emb.to(torch.float16).float())
+
+
+def test_bfloat16_model_is_stored_in_bfloat16_and_float16_overflow_is_refused(tmp_path: Path) -> None:
+    model, _, _ = _quantize(_llama().to(torch.bfloat16), QuantSpec(4, 32))
+    out = save_quantized(model, tmp_path / "bf16")
+    assert load_file(out / "model.safetensors")["model.embed_tokens.weight"].dtype == torch.bfloat16
+    big, _, _ = _quantize(_llama(), QuantSpec(4, 32))
+    with torch.no_grad():
+        big.get_input_embeddings().weight[0, 0] = 1e6
+    with pytest.raises(AWQInputError, match=r"model\.embed_tokens\.weight: values exceed the range of torch\.float16"):
+        save_quantized(big, tmp_path / "fp16")
+    assert not (tmp_path / "fp16").exists()
+    out = save_quantized(big, tmp_path / "fp32", save_dtype="float32")
+    assert load_file(out / "model.safetensors")["model.embed_tokens.weight"][0, 0] == 1e6
+    with pytest.raises(AWQInputError, match="save dtype 'int8' not supported"):
+        save_quantized(big, tmp_path / "x", save_dtype="int8")
+
+
+def test_other_format_is_refused(saved, tmp_path: Path) -> None:
+    ck = _copy(saved[0], tmp_path)
+    _edit_config(ck, lambda c: c["quantization_config"].__setitem__("format", "marlin"))
+    with pytest.raises(CheckpointError, match="quantization_config.format is 'marlin'"):
+        load_quantized(ck)
+
+
+# ----------------------------------------------------------------------------- the shard writer
+def test_shard_writer_matches_safetensors_and_shards_greedily(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    tensors = {f"t{i}": torch.randn(50, 20, generator=g) for i in range(5)}  # 4000 bytes each
+    tensors["ints"] = torch.randint(0, 9, (7,), dtype=torch.int32, generator=g)
+    tensors["half"] = torch.randn(3, 3, generator=g).to(torch.bfloat16)
+    with shards.ShardWriter(tmp_path / "ck", max_shard_size=9000) as w:
+        for name, t in tensors.items():
+            w.add(name, t)
+        with pytest.raises(AWQInputError, match="t0 was written twice"):
+            w.add("t0", tensors["t0"])
+        assert not (tmp_path / "ck").exists()  # nothing visible before commit
+        out = w.commit()
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert files == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert [index["weight_map"][n] for n in ("t0", "t1", "t2", "t3", "t4")] == [files[0], files[0], files[1],
+                                                                              files[1], files[2]]
+    back = {}
+    for f in files:
+        back.update(load_file(out / f))  # the reference reader accepts our files
+    assert set(back) == set(tensors) and all(torch.equal(back[n], t) for n, t in tensors.items())
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_shard_writer_discards_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with shards.ShardWriter(tmp_path / "ck", max_shard_size=100) as w:
+            w.add("a", torch.zeros(100))
+            w.add("b", torch.zeros(100))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from awq_ext.calibrate.capture import capture_block_inputs, run_chunked
-from awq_ext.calibrate.pipeline import collect_inputs
+from awq_ext.calibrate.driver import collect_inputs
 from awq_ext.errors import AWQInputError
 from awq_ext.models import block_linears, get_blocks, get_spec
 from awq_ext.nn.w8a8 import W8A8Linear

@@ -1,0 +1,165 @@
+"""Peak host memory of streamed quantization against the size of the float checkpoint.
+
+``python -m awq_ext.bench stream-memory``: make a synthetic LLaMA-architecture model (random weights,
+a word-level tokenizer over the calibration text) saved as sharded float32 safetensors - written
+tensor by tensor, so making it never holds the model either - then quantize it in a fresh subprocess
+of the project CLI with ``quantize --stream`` and read the subprocess's peak RSS from its JSON
+(cross-checked from outside with ``getrusage``). The target (DESIGN §6): peak RSS <= 1/4 of the float
+checkpoint's size.
+
+Presets: ``llama-1b`` is TinyLlama-1.1B's shape (hidden 2048, 22 layers, GQA 32/4 heads, MLP 5632,
+vocab 32000): 1.1 B parameters, 4.4 GB in float32. ``llama-1b-2l`` is the same with 2 layers (the
+same peak memory; a time estimate per block). ``tiny`` is a seconds-long check of the tooling.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from awq_ext.errors import AWQInputError
+from awq_ext.io.shards import ShardWriter
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+
+    def n_params(self) -> int:
+        head_dim = self.hidden // self.heads
+        attn = 2 * self.hidden * self.hidden + 2 * self.hidden * self.kv_heads * head_dim
+        block = attn + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        return self.layers * block + 2 * self.vocab * self.hidden + self.hidden
+
+
+PRESETS = {
+    "llama-1b": LlamaShape(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
+    # llama-1b's blocks, embedding and head with 2 layers: memory does not grow with depth, so its peak RSS is
+    # llama-1b's, and its seconds per block x 22 estimate llama-1b's run
+    "llama-1b-2l": LlamaShape(hidden=2048, layers=2, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
+    "tiny": LlamaShape(hidden=128, layers=3, heads=4, kv_heads=2, intermediate=256, vocab=512),
+}
+
+
+def _word_tokenizer(text: str, vocab: int):
+    """A word-level tokenizer whose vocabulary is ``text``'s most frequent words (random weights need no
+    better one; it makes calibration and evaluation text of the intended length)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Counter(text.split())
+    table = {"<unk>": 0}
+    for w, _ in words.most_common(vocab - 1):
+        table[w] = len(table)
+    tok = Tokenizer(models.WordLevel(table, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def make_synthetic_llama(out_dir: str | Path, shape: LlamaShape, *, text: str, seed: int = 0,
+                         max_shard_size: str = "1GB", progress: bool = True) -> Path:
+    """Write a random-weight ``LlamaForCausalLM`` of ``shape`` as float32 safetensors shards + config +
+    tokenizer into ``out_dir``. Linear and embedding weights ~ N(0, 0.02), norms ~ U(0.5, 1.5)."""
+    from accelerate import init_empty_weights
+    from tqdm.auto import tqdm
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                      num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+                      num_key_value_heads=shape.kv_heads, max_position_embeddings=4096, tie_word_embeddings=False,
+                      dtype="float32")
+    with init_empty_weights():
+        skeleton = LlamaForCausalLM(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    state = skeleton.state_dict()
+    with ShardWriter(out_dir, max_shard_size) as writer:
+        for name, t in tqdm(state.items(), desc="synthetic model", disable=not progress):
+            if "norm" in name:
+                value = torch.empty(t.shape).uniform_(0.5, 1.5, generator=gen)
+            else:
+                value = torch.empty(t.shape).normal_(0.0, 0.02, generator=gen)
+            writer.add(name, value)
+            del value
+        cfg.save_pretrained(writer.staging)
+        _word_tokenizer(text, shape.vocab).save_pretrained(str(writer.staging))
+        return writer.commit()
+
+
+def checkpoint_bytes(model_dir: Path) -> int:
+    return sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+
+
+def run_stream_memory(preset: str, *, model_dir: str | None = None, quant_args: str = "",
+                      cli: Sequence[str] = (sys.executable, "-m", "awq_ext"), timeout_s: float | None = None,
+                      progress: bool = True,
+                      log: Callable[[str], None] = print) -> tuple[list[dict], list[str]]:
+    """One row: the float checkpoint's size, the streamed AWQ W4 g64 run's peak RSS and their ratio."""
+    from awq_ext.data import load_source
+
+    if preset not in PRESETS:
+        raise AWQInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    shape = PRESETS[preset]
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="awq_bench_stream_") as tmp:
+        src = Path(model_dir) if model_dir else Path(tmp) / f"synthetic-{preset}"
+        if src.exists() and not (src / "config.json").is_file():
+            raise AWQInputError(f"{src} exists but holds no model; remove it or choose another --model-dir")
+        t0 = time.perf_counter()
+        if not src.exists():
+            log(f"  stream-memory: writing synthetic {preset} ({shape.n_params() / 1e9:.2f} B parameters) to {src}")
+            make_synthetic_llama(src, shape, text=load_source("pydoc").calib_text, progress=progress)
+        make_s = time.perf_counter() - t0
+        out = Path(tmp) / "quantized"
+        js = Path(tmp) / "run.json"
+        cmd = [*cli, "quantize", "--stream", "--model", str(src), "--method", "awq", "--w-bit", "4",
+               "--group-size", "64", "--n-samples", "4", "--seqlen", "256", "--eval", "none",
+               "--output", str(out), "--json", str(js), "--no-progress", *shlex.split(quant_args)]
+        log(f"  stream-memory: {shlex.join(cmd)}")
+        t1 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise AWQInputError(f"the streamed quantization took longer than {timeout_s} s; raise --timeout") from exc
+        wall = time.perf_counter() - t1
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise AWQInputError(f"`{shlex.join(cmd)}` exited with {proc.returncode}:\n{tail}")
+        data = json.loads(js.read_text())
+        float_bytes = checkpoint_bytes(src)
+        peak = data["peak_rss_mb"]
+        row = {
+            "preset": preset, "shape": asdict(shape), "params": shape.n_params(),
+            "float_checkpoint_mb": float_bytes / 2**20, "peak_rss_mb": peak,
+            "peak_rss_fraction": peak * 2**20 / float_bytes, "target_fraction": 0.25,
+            "meets_target": peak * 2**20 <= float_bytes / 4, "peak_device_mb": data.get("peak_device_mb"),
+            "quantize_seconds": data.get("quantize_seconds"), "wall_s_outside": wall, "make_model_s": make_s,
+            "child_max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "output_checkpoint": data.get("checkpoint"),
+            "block_seconds": [b["seconds"] for b in data.get("blocks", [])],
+        }
+        if not model_dir:
+            notes.append("the synthetic float model was written to a temporary directory and removed; pass "
+                         "--model-dir to keep it")
+    return [row], notes
+
+
+STREAM_COLUMNS = (
+    ("preset", "preset", ""), ("params", "params", ",d"), ("float_checkpoint_mb", "float ckpt MiB", ".0f"),
+    ("peak_rss_mb", "peak RSS MiB", ".0f"), ("peak_rss_fraction", "RSS / ckpt", ".3f"),
+    ("meets_target", "<= 1/4", ""), ("quantize_seconds", "quantize s", ".1f"),
+)

@@ -1,0 +1,222 @@
+"""Streaming: a meta skeleton whose blocks are read from disk one at a time gives the in-memory results.
+
+The float model is a synthetic LLaMA written by the benchmark tooling (random weights, float32
+safetensors in several shards, a word-level tokenizer).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from awq_ext.bench.stream_memory import PRESETS, make_synthetic_llama
+from awq_ext.calibrate import quantize_model
+from awq_ext.calibrate.pipeline import quantize_blocks
+from awq_ext.config import QuantizeConfig
+from awq_ext.data import load_source
+from awq_ext.errors import AWQInputError
+from awq_ext.eval import perplexity
+from awq_ext.eval.layerwise import LayerwisePerplexity, layerwise_perplexity
+from awq_ext.io import load_quantized, save_quantized
+from awq_ext.io.checkpoint import resolve_save_dtype
+from awq_ext.io.stream import StreamingCheckpoint, open_streamed
+from awq_ext.models import get_spec
+from awq_ext.models.loading import load_model
+from awq_ext.nn import replace_linears
+from awq_ext.w8a8 import W8A8Config, quantize_w8a8
+
+METHODS = ["rtn", "awq", "gptq", "gptq-r", "awq+gptq"]
+
+
+@pytest.fixture(scope="module")
+def float_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("float") / "synthetic-tiny"
+    return make_synthetic_llama(out, PRESETS["tiny"], text=load_source("pydoc").calib_text, max_shard_size="300KB",
+                                progress=False)
+
+
+@pytest.fixture
+def ids() -> torch.Tensor:
+    return torch.randint(0, PRESETS["tiny"].vocab, (4, 32), generator=torch.Generator().manual_seed(3))
+
+
+class OneBlockAtATime:
+    """Observer asserting that only the block being processed holds real weights, and counting them."""
+
+    def __init__(self, store):
+        self.store = store
+        self.seen: list[int] = []
+        self.max_float_params = 0
+
+    def after_block(self, ctx) -> None:
+        assert self.store.materialized_blocks() == [ctx.index]
+        assert self.store.model.get_input_embeddings().weight.is_meta  # released after the capture
+        self.seen.append(ctx.index)
+        real = sum(p.numel() for n, p in self.store.model.named_parameters()
+                   if not p.is_meta and n.startswith(self.store.prefix))
+        self.max_float_params = max(self.max_float_params, real)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name.endswith((".safetensors", ".json"))
+            and p.name.startswith("model")}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_streamed_checkpoint_is_byte_identical(float_dir: Path, ids, tmp_path: Path, method: str) -> None:
+    cfg = QuantizeConfig(method=method, group_size=64, device="cpu")
+    model, tok = load_model(str(float_dir))
+    res = quantize_model(model, ids, cfg, progress=False)
+    replace_linears(model, res.quantized)
+    ref = save_quantized(model, tmp_path / "memory", tokenizer=tok, max_shard_size="100KB")
+
+    sm = open_streamed(str(float_dir), head_only=True)  # final norm and head are read at the end
+    assert sm.store.materialized_blocks() == []  # the skeleton starts with no block weights
+    assert sm.model.lm_head.weight.is_meta and not sm.model.get_input_embeddings().weight.is_meta
+    one_block = sum(p.numel() for p in sm.store.blocks[0].parameters())  # meta tensors know their size
+    guard = OneBlockAtATime(sm.store)
+    writer = StreamingCheckpoint(tmp_path / "stream", sm.model, get_spec(sm.model),
+                                 resolve_save_dtype(sm.model, None), max_shard_size="100KB")
+    sm.store.release_globals_after_capture = True
+    sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
+                           keep_codes=False)
+    out = writer.commit(sm.tokenizer, reload=sm.store)
+    assert sm.model.get_input_embeddings().weight.is_meta  # already written: never read back
+
+    assert guard.seen == list(range(PRESETS["tiny"].layers))
+    assert 0 < guard.max_float_params <= one_block
+    assert sm.store.materialized_blocks() == []
+    assert sres.quantized == {}  # codes went to the shards, not into memory
+    assert [str(b.rel_error) for b in sres.blocks] == [str(b.rel_error) for b in res.blocks]  # nan for rtn
+    files, ref_files = _files(out), _files(ref)
+    assert len([f for f in files if f.endswith(".safetensors")]) > 1  # really sharded
+    assert files == ref_files  # every shard, byte for byte, and the index
+    cfg_s, cfg_m = (json.loads((d / "config.json").read_text()) for d in (out, ref))
+    assert cfg_s["quantization_config"] == cfg_m["quantization_config"]
+    assert cfg_s["use_cache"] is True and cfg_s["quantization_config"]["format"] == "gemm"
+    loaded = load_quantized(out, dtype=torch.float32)  # the loader reads and validates the sharded output
+    with torch.no_grad():
+        assert torch.isfinite(loaded(ids[:1]).logits).all()
+
+
+def test_streamed_w8a8_matches_in_memory(float_dir: Path, ids) -> None:
+    cfg = W8A8Config(method="aweq", act_quant="static", device="cpu")
+    model, _ = load_model(str(float_dir))
+    res = quantize_w8a8(model, ids, cfg, progress=False)
+    expected = model.state_dict()
+
+    sm = open_streamed(str(float_dir))
+    got: dict[str, torch.Tensor] = {}
+
+    class Keep:
+        def after_block(self, ctx) -> None:
+            got.update({ctx.prefix + k: v.clone() for k, v in ctx.block.state_dict().items()})
+
+    sres = quantize_w8a8(sm.model, ids, cfg, progress=False, source=sm.store, observers=[Keep()])
+    blocks = {k: v for k, v in expected.items() if k.startswith("model.layers.")}
+    assert set(got) == set(blocks)
+    assert all(torch.equal(got[k], blocks[k]) for k in blocks)
+    assert set(sres.scales) == set(res.scales) and all(torch.equal(sres.scales[k], res.scales[k]) for k in res.scales)
+
+
+def test_layerwise_perplexity_matches_the_full_forward(float_dir: Path) -> None:
+    windows = torch.randint(0, PRESETS["tiny"].vocab, (3, 48), generator=torch.Generator().manual_seed(5))
+    model, _ = load_model(str(float_dir))
+    full = perplexity(model, windows, progress=False)
+    sm = open_streamed(str(float_dir))
+    streamed, run = layerwise_perplexity(sm.model, get_spec(sm.model), windows, device=torch.device("cpu"),
+                                         source=sm.store, progress=False)
+    assert sm.store.materialized_blocks() == []
+    assert run.peak_rss_mb > 0
+    assert streamed.n_tokens == full.n_tokens
+    assert streamed.window_nll == pytest.approx(full.window_nll, rel=1e-6)
+    # In memory, the same observer over the quantized blocks gives the quantized model's perplexity.
+    cfg = QuantizeConfig(method="rtn", group_size=64, device="cpu")
+    ev = LayerwisePerplexity(model, get_spec(model), windows)
+    quantize_blocks(model, None, cfg, progress=False, observers=[ev])
+    assert ev.result(False).window_nll == pytest.approx(perplexity(model, windows, progress=False).window_nll, rel=1e-6)
+
+
+def test_gguf_blocks_are_bit_identical_to_from_pretrained() -> None:
+    pytest.importorskip("gguf")
+    try:
+        model, _ = load_model(None)
+    except AWQInputError as e:
+        pytest.skip(str(e))
+    sm = open_streamed(None)
+    assert sm.source_kind == "gguf"
+    ref = model.state_dict()
+    for name, t in sm.model.state_dict().items():
+        if not name.startswith("model.layers."):
+            assert torch.equal(t, ref[name]), name
+    block = sm.store.load_block(5, torch.device("cpu"))
+    for name, t in block.state_dict().items():
+        assert torch.equal(t, ref[f"model.layers.5.{name}"]), name
+    sm.store.release_block(5)
+    assert sm.store.materialized_blocks() == []
+
+
+def test_stream_refusals(float_dir: Path, tmp_path: Path) -> None:
+    from awq_ext.jobs import JobOptions
+    from awq_ext.stream_job import run_stream_job
+
+    with pytest.raises(AWQInputError, match="--tasks runs lm-eval on the whole model"):
+        run_stream_job(JobOptions(model=str(float_dir), stream=True, tasks=("piqa",)))
+    with pytest.raises(AWQInputError, match="--stream reads a local directory or .gguf file"):
+        open_streamed("some/hub-name")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((float_dir / "config.json").read_text())
+    with pytest.raises(AWQInputError, match="neither model.safetensors nor model.safetensors.index.json"):
+        open_streamed(str(empty))
+
+
+def test_transformers_awq_loader_reads_a_streamed_checkpoint(float_dir: Path, ids, tmp_path: Path) -> None:
+    """transformers' own AWQ path (through gptqmodel) loads what the streaming path writes."""
+    pytest.importorskip("gptqmodel")
+    from transformers import AutoModelForCausalLM
+
+    sm = open_streamed(str(float_dir))
+    writer = StreamingCheckpoint(tmp_path / "ck", sm.model, get_spec(sm.model), torch.float16)
+    quantize_blocks(sm.model, ids, QuantizeConfig(method="awq", group_size=64, device="cpu"), progress=False,
+                    source=sm.store, observers=[writer], keep_codes=False)
+    out = writer.commit(sm.tokenizer)
+    ours = load_quantized(out, dtype=torch.float16)
+    theirs = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float16, device_map="cpu")
+    with torch.no_grad():
+        a, b = ours(ids[:1]).logits.float(), theirs(ids[:1]).logits.float()
+    assert torch.allclose(a, b, atol=2e-2, rtol=2e-2)
+
+
+def test_cli_stream_quantize_eval_compare(float_dir: Path, tmp_path: Path) -> None:
+    from awq_ext.cli import main
+
+    small = ["--n-samples", "2", "--seqlen", "32", "--max-windows", "2", "--eval-seqlen", "64", "--no-progress",
+             "--model", str(float_dir), "--n-grid", "4", "--device", "cpu"]
+    js, sj = tmp_path / "mem.json", tmp_path / "stream.json"
+    assert main(["quantize", "--method", "awq", *small, "--output", str(tmp_path / "mem"), "--json", str(js)]) == 0
+    assert main(["quantize", "--method", "awq", "--stream", *small, "--output", str(tmp_path / "st"),
+                 "--json", str(sj)]) == 0
+    mem, st = json.loads(js.read_text()), json.loads(sj.read_text())
+    assert st["stream"] == {"source": "safetensors"}
+    for r in (mem, st):
+        assert r["peak_rss_mb"] > 0 and "peak_device_mb" in r
+    assert st["ppl"] == pytest.approx(mem["ppl"], rel=1e-6)  # layer-by-layer == full forward
+    assert [b["rel_error"] for b in st["blocks"]] == [b["rel_error"] for b in mem["blocks"]]
+    assert _files(tmp_path / "st") == _files(tmp_path / "mem")
+
+    fj, cj = tmp_path / "float.json", tmp_path / "cmp.json"
+    ev = ["--max-windows", "2", "--eval-seqlen", "64", "--no-progress", "--model", str(float_dir)]
+    assert main(["eval", "--stream", *ev, "--json", str(fj)]) == 0
+    assert main(["eval", *ev, "--json", str(tmp_path / "float_mem.json")]) == 0
+    f_st, f_mem = json.loads(fj.read_text()), json.loads((tmp_path / "float_mem.json").read_text())
+    assert f_st["ppl"] == pytest.approx(f_mem["ppl"], rel=1e-6) and "peak_device_mb" in f_st
+    assert main(["compare", "--stream", *small, "--methods", "fp16", "rtn", "aweq", "--w-bits", "4",
+                 "--json", str(cj)]) == 0
+    rows = json.loads(cj.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["fp16", "rtn", "aweq"]
+    assert rows[0]["ppl"] == pytest.approx(f_mem["ppl"], rel=1e-6)
+    assert all(math.isfinite(r["ppl"]) for r in rows)
