@@ -22,6 +22,7 @@ from awq_ext.config import QuantizeConfig
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, block_linears, get_blocks, get_module, get_spec, group_applies
 from awq_ext.quant.awq import activation_scale, candidate_scales, scaled_fake_quant, search_clip, search_scales, weight_scale
+from awq_ext.quant.gptq import HessianCache
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
 
@@ -49,19 +50,30 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 def collect_inputs(
     block: nn.Module, inps: torch.Tensor, kwargs: dict[str, Any], names: list[str], chunk: int
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Inputs ``[n, seqlen, K]`` of the named linears, and the block's output, for ``inps``."""
+    """Inputs ``[n, seqlen, K]`` of the named linears, and the block's output, for ``inps``.
+
+    Linears fed by the same tensor (q/k/v, gate/up) get one shared tensor object, so the consumers
+    (Hessians, scale division) can do their work once per source.
+    """
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    hooks = [
-        get_module(block, n).register_forward_hook(lambda m, args, out, n=n: store[n].append(args[0].detach()))
-        for n in names
-    ]
+    # One detached copy per argument object; the argument is kept alive here so its id is never reused
+    # by a later chunk's tensor while we key by it.
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(m, args, out, n):
+        x = args[0]
+        if id(x) not in seen:
+            seen[id(x)] = (x, x.detach())
+        store[n].append(seen[id(x)][1])
+
+    hooks = [get_module(block, n).register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in names]
     try:
         out = run_chunked(block, inps, kwargs, chunk)
     finally:
         for h in hooks:
             h.remove()
     feats: dict[str, torch.Tensor] = {}
-    by_source: dict[int, torch.Tensor] = {}  # linears fed by the same tensor (q/k/v) share one copy
+    by_source: dict[int, torch.Tensor] = {}
     for n, chunks in store.items():
         key = id(chunks[0])
         if key not in by_source:
@@ -235,8 +247,10 @@ def quantize_model(
             else:
                 _awq_search_block(block, prefix, spec, feats, kw, qspec, cfg, out_record, report)
         quantizer = QUANTIZERS[method.quantizer]
+        hessians = HessianCache()  # this block's Hessians, one per distinct input tensor
         for name, lin in linears.items():
-            qw = quantizer(lin, feats.get(name) if needs_inputs else None, qspec, cfg.extra, prefix + name)
+            qw = quantizer(lin, feats.get(name) if needs_inputs else None, qspec, cfg.extra, prefix + name,
+                           hessians)
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
             quantized[prefix + name] = QuantizedWeight(qw.q.cpu(), qw.scales.cpu(),
                                                        None if qw.zeros is None else qw.zeros.cpu(), qw.spec,
@@ -245,7 +259,7 @@ def quantize_model(
             q_out = run_chunked(block, inps, kw, cfg.chunk_size)
             report.rel_error = _mse(q_out, fp_out) / max(float(fp_out.float().pow(2).mean()), 1e-30)
             inps = q_out if cfg.propagate == "quantized" else fp_out
-            del feats, fp_out
+            del feats, fp_out, hessians
         block.to(home)
         report.seconds = time.time() - tb
         reports.append(report)
