@@ -53,37 +53,33 @@ def collect_inputs(
     """Inputs ``[n, seqlen, K]`` of the named linears, and the block's output, for ``inps``.
 
     Linears fed by the same tensor (q/k/v, gate/up) get one shared tensor object, so the consumers
-    (Hessians, scale division) do their work once per source. Each chunk's inputs are copied straight
-    into one preallocated buffer per source (no per-chunk copies kept, no concatenation).
+    (Hessians, scale division) can do their work once per source.
     """
-    n_total = inps.shape[0]
-    feats: dict[str, torch.Tensor] = {}
-    start = 0
-    # Within one chunk: id(argument) -> (argument, its buffer). The argument is held so its id cannot be
-    # reused by another tensor of the same chunk.
+    store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    # One detached copy per argument object; the argument is kept alive here so its id is never reused
+    # by a later chunk's tensor while we key by it.
     seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def hook(module: nn.Module, args: tuple, out: Any, name: str) -> None:
+    def hook(m, args, out, n):
         x = args[0]
-        if id(x) in seen:
-            feats.setdefault(name, seen[id(x)][1])
-            return
-        buf = feats.get(name)
-        if buf is None:
-            buf = feats[name] = x.new_empty((n_total, *x.shape[1:]))
-        buf[start : start + x.shape[0]] = x.detach()
-        seen[id(x)] = (x, buf)
+        if id(x) not in seen:
+            seen[id(x)] = (x, x.detach())
+        store[n].append(seen[id(x)][1])
 
     hooks = [get_module(block, n).register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in names]
-    outs = []
     try:
-        for start in range(0, n_total, chunk):
-            seen.clear()
-            outs.append(block_output(block(inps[start : start + chunk], **kwargs)))
+        out = run_chunked(block, inps, kwargs, chunk)
     finally:
         for h in hooks:
             h.remove()
-    return {n: feats[n] for n in names}, torch.cat(outs)
+    feats: dict[str, torch.Tensor] = {}
+    by_source: dict[int, torch.Tensor] = {}
+    for n, chunks in store.items():
+        key = id(chunks[0])
+        if key not in by_source:
+            by_source[key] = torch.cat(chunks)
+        feats[n] = by_source[key]
+    return feats, out
 
 
 def _subsample_tokens(x: torch.Tensor, n_tokens: int) -> torch.Tensor:
