@@ -15,6 +15,8 @@ from awq_ext.config import AWQConfig
 from awq_ext.errors import AWQInputError, CheckpointError, KernelUnavailableError, OfflineError
 from awq_ext.jobs import FLOAT_METHOD, JobOptions, TextCache, check_zero_shot, run_eval, run_job, write_json
 from awq_ext.quant.awq import SCALE_MODES
+from awq_ext.quant.gptq import HESSIAN_DTYPES
+from awq_ext.quant.quantizer import OBSERVERS
 from awq_ext.w8a8 import W8A8_METHODS, run_w8a8
 
 ALL_METHODS = [FLOAT_METHOD, *sorted(METHODS), *W8A8_METHODS]
@@ -92,6 +94,13 @@ def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
     gq.add_argument("--damp", type=float, default=0.01,
                     help="Hessian dampening, as a fraction of its mean diagonal (default 0.01)")
     gq.add_argument("--gptq-block-size", type=int, default=128, help="columns per lazy-update block (default 128)")
+    gq.add_argument("--static-groups", action=argparse.BooleanOptionalAction, default=None,
+                    help="group scales/zeros fixed up front from the original weights' contiguous groups (plain "
+                         "layout, no g_idx) instead of formed during the loop in processing order")
+    gq.add_argument("--observer", choices=sorted(OBSERVERS), default=None,
+                    help="group range: min-max, or mse (search of shrunk ranges minimising each group's error)")
+    gq.add_argument("--hessian-dtype", choices=sorted(HESSIAN_DTYPES), default=None,
+                    help="Hessian accumulation precision (default float64)")
     w8 = p.add_argument_group("W8A8 methods (w8a8-rtn, smoothquant, aweq)")
     w8.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength (default 0.5)")
     w8.add_argument("--act-quant", choices=["static", "dynamic"], default="dynamic",
@@ -141,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra(a: argparse.Namespace, method: str) -> dict:
     if method in METHODS and METHODS[method].quantizer.startswith("gptq"):
-        return {"damp": a.damp, "block_size": a.gptq_block_size}
+        extra = {"damp": a.damp, "block_size": a.gptq_block_size}
+        chosen = {"static_groups": a.static_groups, "observer": a.observer, "hessian_dtype": a.hessian_dtype}
+        return {**extra, **{k: v for k, v in chosen.items() if v is not None}}
     if method not in W8A8_METHODS:
         return {}
     extra = {"alpha": a.alpha, "act_quant": a.act_quant, "weight_only": a.weight_only}

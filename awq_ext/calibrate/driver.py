@@ -143,10 +143,16 @@ def collect_inputs(
     samples (what the scale search compares against, so it need not run the float module again).
     """
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    hooks = [
-        get_module(block, n).register_forward_hook(lambda m, args, out, n=n: store[n].append(args[0].detach()))
-        for n in names
-    ]
+    # One detached copy per argument object, so linears fed by the same tensor (q/k/v, gate/up) share one
+    # recorded tensor (one Hessian, one scale division); the argument is kept alive while keyed by its id.
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(n: str, x: torch.Tensor) -> None:
+        if id(x) not in seen:
+            seen[id(x)] = (x, x.detach())
+        store[n].append(seen[id(x)][1])
+
+    hooks = [get_module(block, n).register_forward_hook(lambda m, args, out, n=n: record(n, args[0])) for n in names]
     for n, outs in (module_outputs or {}).items():
         outs.clear()
         hooks.append(get_module(block, n).register_forward_hook(

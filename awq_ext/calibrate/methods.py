@@ -13,13 +13,13 @@ import torch
 import torch.nn as nn
 
 from awq_ext.errors import AWQInputError
-from awq_ext.quant.gptq import gptq_quantize, hessian_from_inputs
+from awq_ext.quant.gptq import HESSIAN_DTYPES, HessianCache, gptq_quantize, hessian_from_inputs
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, quantize_weight
 
 
 class WeightQuantizer(Protocol):
     def __call__(self, linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpec, options: dict,
-                 name: str) -> QuantizedWeight: ...
+                 name: str, hessians: HessianCache | None = None) -> QuantizedWeight: ...
 
 
 @dataclass(frozen=True)
@@ -32,54 +32,48 @@ class Method:
 
 
 def rtn_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpec, options: dict,
-                  name: str) -> QuantizedWeight:
+                  name: str, hessians: HessianCache | None = None) -> QuantizedWeight:
     q, s, z = quantize_weight(linear.weight.data, spec, name)
     return QuantizedWeight(q, s, z, spec)
 
 
-GPTQ_OPTION_DEFAULTS = {"damp": 0.01, "block_size": 128, "act_order": False, "static_groups": False}
+GPTQ_OPTION_DEFAULTS = {"damp": 0.01, "block_size": 128, "act_order": False, "static_groups": False,
+                        "observer": "minmax", "hessian_dtype": "float64"}
 
 
 def _gptq_options(options: dict, name: str) -> dict:
     unknown = set(options) - set(GPTQ_OPTION_DEFAULTS)
     if unknown:
         raise AWQInputError(f"{name}: unknown GPTQ option(s) {sorted(unknown)}; known: {sorted(GPTQ_OPTION_DEFAULTS)}")
-    return {**GPTQ_OPTION_DEFAULTS, **options}
-
-
-_LAST_HESSIAN: list = []  # [(inputs tensor, its Hessian)]: one entry, holding a reference to the tensor
-
-
-def _shared_hessian(inputs: torch.Tensor) -> torch.Tensor:
-    """Hessian of ``inputs``, reused when consecutive linears read the very same tensor (q/k/v, gate/up).
-
-    The pipeline hands linears that share a source the same tensor object; holding it in the cache keeps
-    its identity from being reused by another tensor, and only the latest one is kept.
-    """
-    if _LAST_HESSIAN and _LAST_HESSIAN[0][0] is inputs:
-        return _LAST_HESSIAN[0][1]
-    h = hessian_from_inputs(inputs)
-    _LAST_HESSIAN[:] = [(inputs, h)]
-    return h
+    o = {**GPTQ_OPTION_DEFAULTS, **options}
+    if o["hessian_dtype"] not in HESSIAN_DTYPES:
+        raise AWQInputError(f"{name}: GPTQ hessian_dtype must be one of {sorted(HESSIAN_DTYPES)}, "
+                            f"got {o['hessian_dtype']!r}")
+    return o
 
 
 def gptq_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpec, options: dict,
-                   name: str) -> QuantizedWeight:
-    """GPTQ on ``linear`` with its calibration inputs ``[n, seqlen, K]``; options from ``cfg.extra``:
-    ``damp`` (0.01), ``block_size`` (128), ``act_order`` (False), ``static_groups`` (False)."""
+                   name: str, hessians: HessianCache | None = None) -> QuantizedWeight:
+    """GPTQ on ``linear`` with its calibration inputs ``[n, seqlen, K]``; options from ``cfg.extra``
+    (defaults in :data:`GPTQ_OPTION_DEFAULTS`): ``damp``, ``block_size``, ``act_order``, ``static_groups``,
+    ``observer`` (``minmax`` | ``mse``), ``hessian_dtype`` (``float64`` | ``float32``).
+
+    ``hessians``: the caller's cache, so linears handed the same input tensor share one Hessian.
+    """
     if inputs is None:
         raise AWQInputError(f"{name}: GPTQ needs the layer's calibration inputs; pass calibration data")
     o = _gptq_options(options, name)
-    h = _shared_hessian(inputs)
+    dtype = HESSIAN_DTYPES[o["hessian_dtype"]]
+    h = hessians.get(inputs, dtype) if hessians is not None else hessian_from_inputs(inputs, dtype)
     return gptq_quantize(linear.weight.data, h, spec, damp=float(o["damp"]), block_size=int(o["block_size"]),
                          act_order=bool(o["act_order"]), static_groups=bool(o["static_groups"]),
-                         name=name).quantized
+                         observer=str(o["observer"]), name=name).quantized
 
 
 def gptq_r_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpec, options: dict,
-                     name: str) -> QuantizedWeight:
-    """GPTQ-R: GPTQ with act-order (descending Hessian diagonal), exporting ``g_idx``."""
-    return gptq_quantizer(linear, inputs, spec, {**options, "act_order": True}, name)
+                     name: str, hessians: HessianCache | None = None) -> QuantizedWeight:
+    """GPTQ-R: GPTQ with act-order (descending Hessian diagonal); exports ``g_idx`` unless static groups."""
+    return gptq_quantizer(linear, inputs, spec, {**options, "act_order": True}, name, hessians)
 
 
 QUANTIZERS: dict[str, Callable[..., QuantizedWeight]] = {
@@ -93,6 +87,7 @@ METHODS: dict[str, Method] = {
     "gptq": Method("gptq", None, "gptq", "GPTQ: Hessian-based error feedback, channels in natural order"),
     "gptq-r": Method("gptq-r", None, "gptq-r", "GPTQ-R: GPTQ with act-order (exports g_idx)"),
     "awq+gptq": Method("awq+gptq", "awq", "gptq", "AWQ scale + clip search, then GPTQ on the scaled weights"),
+    "awq+gptq-r": Method("awq+gptq-r", "awq", "gptq-r", "AWQ scale + clip search, then GPTQ-R (act-order)"),
 }
 
 

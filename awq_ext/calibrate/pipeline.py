@@ -30,6 +30,7 @@ from awq_ext.models.experts import is_fused_experts
 from awq_ext.models.groups import clip_skipped, feature_names, search_input
 from awq_ext.models.spec_file import check_spec_on_model
 from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
+from awq_ext.quant.gptq import HessianCache
 from awq_ext.quant.quantizer import QuantizedWeight, QuantSpec, check_weight
 
 
@@ -231,13 +232,15 @@ class WeightOnlyStep:
         quantizer = QUANTIZERS[self.method.quantizer]
         needs_inputs = QUANTIZER_NEEDS_INPUTS[self.method.quantizer]
         t_quant = time.perf_counter()
+        hessians = HessianCache()  # this block's Hessians, one per distinct input tensor
         for name, lin in ctx.linears.items():
             starved = needs_inputs and name not in ctx.feats  # a MoE expert no calibration token was routed to
             if starved:
                 report.groups.append({"linear": name, "fallback": "no calibration tokens: RTN instead of "
                                       f"{self.method.quantizer}"})
             qw = (QUANTIZERS["rtn"] if starved else quantizer)(
-                lin, ctx.feats.get(name) if needs_inputs else None, self.qspec, self.cfg.extra, ctx.prefix + name)
+                lin, ctx.feats.get(name) if needs_inputs else None, self.qspec, self.cfg.extra, ctx.prefix + name,
+                hessians)
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
             ctx.outputs[ctx.prefix + name] = QuantizedWeight(
                 qw.q.cpu(), qw.scales.cpu(), None if qw.zeros is None else qw.zeros.cpu(), qw.spec,

@@ -98,19 +98,68 @@ def _grouped(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
 
 
 def compute_qparams(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-group ``(scales, zeros)`` of shape ``[N, K/G]``; ``zeros`` is ``None`` when symmetric.
+    """Per-group ``(scales, zeros)`` of shape ``[N, K/G]`` from each group's min/max (the "minmax"
+    observer); ``zeros`` is ``None`` when symmetric.
 
     ``zeros`` holds integers stored in the weight's float dtype, so it can be used in float math.
     """
     wg = _grouped(w.float(), spec)
     if spec.zero_point:
-        wmax = wg.amax(dim=-1).clamp(min=0)
-        wmin = wg.amin(dim=-1).clamp(max=0)
+        return _range_qparams(wg.amin(dim=-1), wg.amax(dim=-1), spec)
+    return _range_qparams(None, wg.abs().amax(dim=-1), spec)
+
+
+def _range_qparams(wmin: torch.Tensor | None, wmax: torch.Tensor, spec: QuantSpec
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    # wmin is None for symmetric quantization (wmax is then max|w|).
+    if spec.zero_point:
+        wmax = wmax.clamp(min=0)
+        wmin = wmin.clamp(max=0)
         scales = ((wmax - wmin) / spec.qmax).clamp(min=_MIN_SCALE)
         zeros = torch.round(-wmin / scales).clamp(spec.qmin, spec.qmax)
         return scales, zeros
-    scales = (wg.abs().amax(dim=-1) / spec.qmax).clamp(min=_MIN_SCALE)
-    return scales, None
+    return (wmax / spec.qmax).clamp(min=_MIN_SCALE), None
+
+
+MSE_GRID = 100  # shrink step 1/MSE_GRID of the group's range
+MSE_MAX_SHRINK = 0.2  # try ranges down to (1 - MSE_MAX_SHRINK) x min-max, as llm-compressor's MSE observer
+
+
+def mse_qparams(w: torch.Tensor, spec: QuantSpec, max_shrink: float = MSE_MAX_SHRINK, grid: int = MSE_GRID
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-group ``(scales, zeros)`` minimising each group's squared rounding error ``||w - w_hat||^2``
+    over ranges ``p·[min, max]``, ``p = 1, 1 - 1/grid, ...`` down to ``1 - max_shrink`` (the "mse" observer).
+
+    ``p = 1`` is exactly :func:`compute_qparams`, and a group keeps a shrunk range only when its error is
+    strictly lower, so no group's weight error ever exceeds min-max's.
+    """
+    if not 0.0 <= max_shrink < 1.0 or grid < 1:
+        raise AWQInputError(f"MSE observer needs 0 <= max_shrink < 1 and grid >= 1, got {max_shrink}, {grid}")
+    wg = _grouped(w.float(), spec)
+    lo = wg.amin(dim=-1) if spec.zero_point else None
+    hi = wg.amax(dim=-1) if spec.zero_point else wg.abs().amax(dim=-1)
+    best_s = best_z = best_err = None
+    for i in range(int(round(max_shrink * grid)) + 1):
+        p = 1.0 - i / grid
+        s, z = _range_qparams(None if lo is None else lo * p, hi * p, spec)
+        q = torch.round(wg / s.unsqueeze(-1))
+        if z is not None:
+            q = (q + z.unsqueeze(-1)).clamp(spec.qmin, spec.qmax) - z.unsqueeze(-1)
+        else:
+            q = q.clamp(spec.qmin, spec.qmax)
+        err = (q * s.unsqueeze(-1) - wg).pow(2).sum(dim=-1)
+        if best_err is None:
+            best_s, best_z, best_err = s, z, err
+            continue
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_s = torch.where(better, s, best_s)
+        if z is not None:
+            best_z = torch.where(better, z, best_z)
+    return best_s, best_z
+
+
+OBSERVERS = {"minmax": compute_qparams, "mse": mse_qparams}
 
 
 def quantize(

@@ -6,8 +6,14 @@ import torch
 from awq_ext.calibrate import quantize_model
 from awq_ext.config import QuantizeConfig
 from awq_ext.errors import AWQInputError
-from awq_ext.quant import QuantSpec, compute_qparams, fake_quantize
-from awq_ext.quant.gptq import HessianAccumulator, gptq_quantize, hessian_from_inputs, output_error
+from awq_ext.calibrate.capture import capture_block_inputs
+from awq_ext.calibrate.methods import gptq_quantizer
+from awq_ext.calibrate.driver import collect_inputs
+from awq_ext.cli import _extra, build_parser
+from awq_ext.models import block_linears, get_blocks, get_spec
+from awq_ext.quant import QuantSpec, compute_qparams, dequantize, fake_quantize, quantize
+from awq_ext.quant.gptq import HessianAccumulator, HessianCache, gptq_quantize, hessian_from_inputs, output_error
+from awq_ext.quant.quantizer import mse_qparams
 from tests.conftest import plant_outliers, tiny_llama
 
 
@@ -69,16 +75,127 @@ def test_act_order_permutation_and_g_idx_consistent(group):
     assert not torch.equal(plain, r.weight)
 
 
-def test_static_groups_keep_plain_layout():
+@pytest.mark.parametrize("observer", ["minmax", "mse"])
+@pytest.mark.parametrize("act_order", [True, False])
+@pytest.mark.parametrize("bits,group,zero_point", [(4, 32, True), (3, 64, True), (3, 32, False)])
+def test_static_groups_exported_layout_reproduces_weights(observer, act_order, bits, group, zero_point):
     x = _correlated(k=128)
-    w = torch.randn(8, 128)
-    spec = QuantSpec(4, 32)
-    r = gptq_quantize(w, hessian_from_inputs(x), spec, act_order=True, static_groups=True)
-    assert r.quantized.g_idx is None
-    assert torch.equal(r.quantized.dequantize(), r.weight)
-    # static parameters are those of the original weights' contiguous groups
-    s, z = compute_qparams(w, spec)
-    assert torch.equal(r.quantized.scales, s) and torch.equal(r.quantized.zeros, z)
+    x[:, 7] = 0.0  # a dead channel: zeroed weight column, still inside its group
+    w = torch.randn(24, 128, generator=torch.Generator().manual_seed(3))
+    w[2, 40] = 9.0  # an outlier makes the MSE observer shrink some ranges
+    spec = QuantSpec(bits, group, zero_point)
+    r = gptq_quantize(w, hessian_from_inputs(x), spec, act_order=act_order, static_groups=True,
+                      block_size=48, observer=observer)
+    qw = r.quantized
+    # plain layout: no g_idx, channel k in group k // group, scales [N, K/G] in that order
+    assert qw.g_idx is None and qw.scales.shape == (24, 128 // group)
+    assert torch.equal(qw.group_index(), torch.arange(128) // group)
+    # the pseudo-quantized weight is exactly the exported codes dequantized with the exported parameters
+    assert torch.equal(dequantize(qw.q, spec, qw.scales, qw.zeros), r.weight)
+    assert torch.equal(qw.dequantize(), r.weight)
+    assert int(qw.q.min()) >= spec.qmin and int(qw.q.max()) <= spec.qmax
+    # parameters fixed before the loop: the observer's on the original (dead-zeroed) contiguous groups
+    w0 = w.clone()
+    w0[:, 7] = 0.0
+    s, z = (compute_qparams if observer == "minmax" else mse_qparams)(w0, spec)
+    assert torch.equal(qw.scales, s)
+    assert (qw.zeros is None and z is None) or torch.equal(qw.zeros, z)
+    # GPTQ changed the codes (error feedback), not just rounded to nearest with those parameters
+    assert not torch.equal(qw.q, quantize(w0, spec, s, z))
+
+
+def test_static_and_dynamic_groups_differ_in_layout_and_both_beat_rtn():
+    x = _correlated()
+    w = torch.randn(64, 128, generator=torch.Generator().manual_seed(1))
+    spec = QuantSpec(3, 32)
+    h = hessian_from_inputs(x)
+    dyn = gptq_quantize(w, h, spec, act_order=True)
+    sta = gptq_quantize(w, h, spec, act_order=True, static_groups=True)
+    assert dyn.quantized.g_idx is not None and sta.quantized.g_idx is None
+    e_rtn = output_error(w, fake_quantize(w, spec), x)
+    for r in (dyn, sta):
+        assert output_error(w, r.weight, x) < 0.8 * e_rtn
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+@pytest.mark.parametrize("group", [32, -1])
+def test_mse_observer_never_raises_a_groups_error(zero_point, group):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(96, 128, generator=g) * torch.rand(96, 1, generator=g)
+    w += (torch.rand(96, 128, generator=g) < 0.01) * torch.randn(96, 128, generator=g) * 8  # heavy tails
+    w[0] = 0.5  # a constant row: every range gives the same error
+    for bits in (2, 3, 4):
+        spec = QuantSpec(bits, group, zero_point)
+        gs = spec.effective_group(128)
+
+        def group_err(params):
+            deq = dequantize(quantize(w, spec, *params), spec, *params)
+            return (deq - w).pow(2).reshape(96, 128 // gs, gs).sum(-1)
+
+        e_mm, e_mse = group_err(compute_qparams(w, spec)), group_err(mse_qparams(w, spec))
+        assert (e_mse <= e_mm).all()
+        assert e_mse.sum() < 0.97 * e_mm.sum()  # and the search does find better ranges
+    with pytest.raises(AWQInputError, match="max_shrink"):
+        mse_qparams(w, QuantSpec(3, 32), max_shrink=1.0)
+
+
+def test_mse_observer_without_shrink_is_minmax():
+    w = torch.randn(8, 64)
+    spec = QuantSpec(3, 32)
+    s, z = mse_qparams(w, spec, max_shrink=0.0)
+    s0, z0 = compute_qparams(w, spec)
+    assert torch.equal(s, s0) and torch.equal(z, z0)
+
+
+def test_hessian_float32_running_mean_matches_float64():
+    x = torch.randn(5, 700, 48) * 3
+    h64 = hessian_from_inputs(x)
+    h32 = hessian_from_inputs(x, torch.float32)
+    assert h32.dtype == torch.float32 and h64.dtype == torch.float64
+    flat = x.reshape(-1, 48).double()
+    exact = 2 * flat.t() @ flat / flat.shape[0]
+    assert torch.allclose(h64, exact, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(h32.double(), exact, rtol=1e-4, atol=1e-4)
+    with pytest.raises(AWQInputError, match="float64 or float32"):
+        HessianAccumulator(4, dtype=torch.float16)
+
+
+def test_hessian_cache_one_per_input_tensor():
+    x = torch.randn(2, 30, 32)
+    cache = HessianCache()
+    h1 = cache.get(x)
+    assert cache.get(x) is h1 and len(cache) == 1
+    y = x.clone()  # equal values, another tensor: its own entry
+    assert cache.get(y) is not h1 and len(cache) == 2
+    assert cache.get(x, torch.float32).dtype == torch.float32 and len(cache) == 3
+    assert torch.equal(h1, hessian_from_inputs(x))
+
+
+def test_collect_inputs_shares_one_tensor_per_source(calib_ids):
+    model = tiny_llama(layers=1)
+    blocks = get_blocks(model, get_spec(model))
+    inps, kw = capture_block_inputs(model, blocks, calib_ids[:3, :16])
+    names = list(block_linears(blocks[0]))
+    feats, _ = collect_inputs(blocks[0], inps, kw, names, chunk=2)  # two chunks
+    f = {n.split(".")[-1]: v for n, v in feats.items()}
+    assert f["q_proj"] is f["k_proj"] is f["v_proj"] and f["gate_proj"] is f["up_proj"]
+    assert len({id(v) for v in feats.values()}) == 4
+    assert f["q_proj"].shape == (3, 16, 64) and f["down_proj"].shape == (3, 16, 128)
+    # the Hessian of q/k/v is built once for the three linears
+    cache = HessianCache()
+    lins = block_linears(blocks[0])
+    for n in names:
+        gptq_quantizer(lins[n], feats[n], QuantSpec(4, 32), {}, n, cache)
+    assert len(cache) == 4
+
+
+def test_cli_gptq_flags_reach_the_options():
+    a = build_parser().parse_args(["quantize", "--method", "gptq-r", "--static-groups", "--observer", "mse",
+                                   "--hessian-dtype", "float32", "--damp", "0.05"])
+    assert _extra(a, "gptq-r") == {"damp": 0.05, "block_size": 128, "static_groups": True, "observer": "mse",
+                                   "hessian_dtype": "float32"}
+    a = build_parser().parse_args(["quantize", "--method", "awq+gptq-r"])
+    assert _extra(a, "awq+gptq-r") == {"damp": 0.01, "block_size": 128}  # the rest: the library defaults
 
 
 def test_natural_order_codes_match_plain_dequantize():
@@ -132,15 +249,25 @@ def test_gptq_methods_through_pipeline(calib_ids):
     base = tiny_llama(layers=1)
     plant_outliers(base)
     calib_ids = calib_ids[:2, :16]
-    for m in ("gptq", "gptq-r", "awq+gptq"):
+    runs = [(m, {}) for m in ("gptq", "gptq-r", "awq+gptq", "awq+gptq-r")]
+    runs += [("gptq-r", {"static_groups": True, "observer": "mse", "hessian_dtype": "float32"})]
+    for m, extra in runs:
         model = copy.deepcopy(base)
-        cfg = QuantizeConfig(method=m, w_bit=3, group_size=32, chunk_size=2, propagate="fp")
+        cfg = QuantizeConfig(method=m, w_bit=3, group_size=32, chunk_size=2, propagate="fp", extra=extra)
         res = quantize_model(model, calib_ids, cfg, progress=False)
         assert all(b.rel_error < 0.5 for b in res.blocks)
         for name, qw in res.quantized.items():
             lin = model.get_submodule(name)
             assert torch.equal(qw.dequantize(), lin.weight)  # the model holds exactly what would be packed
-            assert (qw.g_idx is not None) == (m == "gptq-r")
+            dynamic_act_order = m.endswith("gptq-r") and not extra.get("static_groups", False)
+            assert (qw.g_idx is not None) == dynamic_act_order
     with pytest.raises(AWQInputError, match="unknown GPTQ option"):
         quantize_model(copy.deepcopy(base), calib_ids,
                        QuantizeConfig(method="gptq", group_size=32, extra={"dampp": 0.1}), progress=False)
+    with pytest.raises(AWQInputError, match="observer"):
+        quantize_model(copy.deepcopy(base), calib_ids,
+                       QuantizeConfig(method="gptq", group_size=32, extra={"observer": "max"}), progress=False)
+    with pytest.raises(AWQInputError, match="hessian_dtype"):
+        quantize_model(copy.deepcopy(base), calib_ids,
+                       QuantizeConfig(method="gptq", group_size=32, extra={"hessian_dtype": "half"}),
+                       progress=False)
