@@ -448,6 +448,41 @@ def test_tiny_kernel(tools, tmp_path, arch):
     assert compile_unit(tools, src, arch, tmp_path / "cache").cubin.stat().st_mtime_ns == mtime  # cached
 
 
+AUTO_SPLITS_DRIVER = r"""
+#include <cstdio>
+#include "launch_common.h"
+// One line per case: the C++ split-K choice, for the Python mirror to reproduce.
+int main() {
+  const int tiles[] = {1, 7, 16, 43, 64, 86, 172, 250, 600};
+  const int steps[] = {3, 16, 64, 172, 250};
+  const int slots[] = {132, 264, 396, 528};
+  const double partials[] = {0.0, 4.0e4, 8.8e6};
+  for (int t : tiles) for (int s : steps) for (int q : slots) for (double pb : partials)
+    printf("%d %d %d %.1f %d %.9f\n", t, s, q, pb, awq::detail::auto_splits(t, s, 4, q, 2.25e7, pb),
+           awq::detail::wave_efficiency(t, 3, s, q));
+  return 0;
+}
+"""
+
+
+def test_auto_splits_mirror_matches_the_cpp(tools, tmp_path):
+    import subprocess
+
+    csrc = Path(__file__).resolve().parents[2] / "csrc"
+    (tmp_path / "driver.cu").write_text(AUTO_SPLITS_DRIVER)
+    exe = tmp_path / "driver"
+    subprocess.run([tools.nvcc, "-std=c++17", "-O1", f"-I{csrc}", str(tmp_path / "driver.cu"), str(csrc / "launch_common.cu"),
+                    "-o", str(exe)], check=True, capture_output=True)
+    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")
+    cases = [ln.split() for ln in lines if ln]
+    assert len(cases) == 9 * 5 * 4 * 3
+    max_splits = static_launch.read_constants(csrc).max_splits
+    for t, s, q, pb, want, eff in cases:
+        got = static_launch.auto_splits(int(t), int(s), 4, int(q), 2.25e7, float(pb), max_splits)
+        assert got == int(want), (t, s, q, pb)
+        assert static_launch.wave_efficiency(int(t), 3, int(s), int(q)) == pytest.approx(float(eff), abs=1e-8)
+
+
 # ---- every kernel in csrc/ ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
