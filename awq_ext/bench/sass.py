@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 class SassError(RuntimeError):
@@ -342,9 +343,12 @@ def loop_stats(func: Function, blocks: list[Block], loop: Loop, loops: list[Loop
     )
 
 
-def hot_loop(func: Function) -> LoopStats:
+def hot_loop(func: Function, accept: Callable[[LoopStats], None] | None = None) -> LoopStats:
     """The main loop of a kernel: among the innermost loops, the one with the most device-memory loads plus
-    MMA instructions (ties: the larger body). SassError when the kernel has no such loop."""
+    MMA instructions (ties: the larger body) that ``accept`` (the kernel's description of its main loop,
+    raising SassError on a loop that is not it) takes. A kernel's other streaming loops, e.g. the split-K
+    reduction whose unrolled partial-sum loads can outnumber the main loop's, are passed over that way
+    instead of being counted. SassError when no loop streams or none is accepted (each refusal named)."""
     blocks = build_cfg(func)
     loops = find_loops(func, blocks)
     if not loops:
@@ -355,11 +359,22 @@ def hot_loop(func: Function) -> LoopStats:
         body = [func.instructions[i] for b in lp.body for i in range(blocks[b].start, blocks[b].end)]
         return sum(is_global_stream(x) or x.klass == "hmma" for x in body), len(body)
 
-    best = max(innermost, key=score)
-    if score(best)[0] == 0:
+    ranked = sorted((lp for lp in innermost if score(lp)[0] > 0), key=score, reverse=True)
+    if not ranked:
         raise SassError(f"{func.name}: none of its {len(innermost)} innermost loop(s) loads device memory or "
                         "issues MMA; no hot loop to model")
-    return loop_stats(func, blocks, best, loops)
+    refused = []
+    for lp in ranked:
+        st = loop_stats(func, blocks, lp, loops)
+        if accept is None:
+            return st
+        try:
+            accept(st)
+        except SassError as exc:
+            refused.append(str(exc))
+            continue
+        return st
+    raise SassError(f"{func.name}: none of its {len(ranked)} streaming loop(s) is the main loop: " + " | ".join(refused))
 
 
 # ---- resources -------------------------------------------------------------------------------------------

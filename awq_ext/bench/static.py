@@ -104,10 +104,9 @@ def analyse_arch(tools: Toolchain, consts: static_launch.CsrcConstants, arch: st
     for u, func, res in parsed:
         cfg = recognise(func.name, names[func.name], consts)
         try:
-            loop = sass.hot_loop(func)
+            loop = sass.hot_loop(func, cfg.check_loop)
         except sass.SassError as exc:
             raise sass.SassError(f"{u.source.name} ({arch}) {cfg.label}: {exc}") from exc
-        cfg.check_loop(loop)
         reports[func.name] = KernelReport(arch, cfg, res, loop)
     return reports
 
@@ -143,7 +142,8 @@ def _launch_row(gpu: GpuSpec, rep: KernelReport, launch: static_launch.Launch, m
         "mma_ceiling_tbps": None if mma == float("inf") else round(mma / 1e12, 3),
         "bytes_in_flight_per_sm": round(rep.cfg.weight_bytes_in_flight_per_block * resident),
         "resident_blocks_per_sm": round(resident, 3),
-        "waves": round(wv.waves, 3), "wave_efficiency": round(wv.efficiency, 3),
+        "waves": round(wv.waves, 3), "slice_balance": round(launch.slice_balance, 3),
+        "wave_efficiency": round(wv.efficiency * launch.slice_balance, 3),
         "dram_read_bytes": int(work.read_bytes), "dram_write_bytes": int(work.write_bytes), "time": t.to_dict(),
     }
 
@@ -164,8 +164,8 @@ def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConsta
                     rep = find_kernel(reports, "dequant", dtype, variant, None, launch.config)
                     extra, extra_no_launch, suffix = fp16, fp16_no_launch, " + ideal fp16 GEMM"
                 else:
-                    launch = (static_launch.gemv_launch if path == "gemv" else static_launch.gemm_launch)(
-                        consts, m, n, k, gpu.sms)
+                    launch = (static_launch.gemv_launch(consts, m, n, k, gpu.sms, variant == "gptq_r") if path == "gemv"
+                              else static_launch.gemm_launch(consts, m, n, k, gpu.sms))
                     rep = find_kernel(reports, launch.kernel, dtype, variant, group, launch.config)
                     extra, extra_no_launch, suffix = 0.0, 0.0, ""
                 row = {"arch": arch, "gpu": gpu.name, "hbm_tbps": gpu.hbm_tbps, "shape": f"{n}x{k}", "n": n, "k": k,
@@ -258,7 +258,10 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                          "bytes_in_flight_per_sm": "packed weight bytes the resident blocks keep in flight (peak), "
                                                    "averaged over the SMs, in the first wave",
                          "littles_law_bytes_per_sm": "HBM bandwidth x DRAM latency / SMs",
-                         "wave_efficiency": "blocks / (ceil(blocks / slots) x slots), slots = blocks/SM x SMs",
+                         "wave_efficiency": "blocks / (ceil(blocks / slots) x slots) x slice_balance, slots = blocks/SM x "
+                                            "SMs, slice_balance = K steps / (splits x steps of the longest "
+                                            "split-K slice) (launch_common.cu wave_efficiency, at the "
+                                            "occupancy the model computes)",
                          "predicted_speedup_vs_fp16": "ideal FP16 time / predicted time, both with launch overhead",
                          "acceptance": "issue 17's criteria, on chosen rows only"},
                      "configs": [], "rows": [], "dispatch": {}}

@@ -74,7 +74,7 @@ def gemm_dynamic_smem(tile: GemmTileCfg, gidx: bool) -> int:
 
 
 _GEMM = re.compile(r"w4a16_gemm_kernel<(\w+), awq::GemmTile<(\d+), (\d+), (\d+), (\d+), (\d+), (\d+)>, (\d+), (true|false)>")
-_GEMV = re.compile(r"w4a16_gemv_kernel<(\w+), (\d+), (true|false)>")
+_GEMV = re.compile(r"w4a16_gemv_kernel<(\w+), (\d+), (\d+), (true|false)>")
 _DEQ = re.compile(r"w4_dequant_kernel<(\w+), (true|false)>")
 
 
@@ -101,12 +101,14 @@ def _recognise_gemm(m: re.Match, mangled: str, demangled: str, c: CsrcConstants)
 
 
 def _recognise_gemv(m: re.Match, mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig:
-    gidx = m.group(3) == "true"
-    per_warp = c.gemv_unroll * 512  # a warp reads 512 contiguous bytes per k16 step (gemv.cu)
-    return KernelConfig(mangled, demangled, "gemv", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq", None,
-                        f"MAXM={m.group(2)}", c.gemv_warps * 32, 0, weight_bytes_per_iteration=per_warp,
-                        warps_per_iteration=1, weight_bytes_in_flight_per_block=c.gemv_warps * per_warp,
-                        expected_hmma_per_iteration=0, min_stream_loads_per_iteration=c.gemv_unroll)
+    gidx = m.group(4) == "true"
+    # one chunk: kGemvChunk k16 rows, a warp reads 512 contiguous bytes per k16 row (gemv.cu)
+    per_warp = c.gemv_chunk * 512
+    return KernelConfig(mangled, demangled, "gemv", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq",
+                        None if gidx else int(m.group(3)), f"MAXM={m.group(2)}", c.gemv_warps * 32, 0,
+                        weight_bytes_per_iteration=per_warp, warps_per_iteration=1,
+                        weight_bytes_in_flight_per_block=c.gemv_warps * per_warp,
+                        expected_hmma_per_iteration=0, min_stream_loads_per_iteration=c.gemv_chunk)
 
 
 def _recognise_dequant(m: re.Match, mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig:

@@ -112,6 +112,55 @@ def test_hot_loop_is_the_innermost_streaming_loop():
         sass.loop_stats(f, sass.build_cfg(f), outer, loops)
 
 
+MAIN_THEN_REDUCTION = """
+    MOV R0, RZ
+.L_x_1:
+    LDG.E.128 R4, desc[UR4][R2.64]
+    LDG.E.128 R8, desc[UR4][R2.64+0x10]
+    LOP3.LUT R12, R4, 0xf000f, RZ, 0xc0, !PT
+    LOP3.LUT R13, R8, 0xf000f, RZ, 0xc0, !PT
+    HFMA2 R14, R12, R13, R14
+    IADD3 R0, R0, 0x1, RZ
+    ISETP.NE.AND P0, PT, R0, 0x10, PT
+    @P0 BRA `(.L_x_1)
+    MOV R1, RZ
+.L_x_2:
+    MOV R5, RZ
+.L_x_3:
+    LDG.E R6, desc[UR4][R2.64]
+    LDG.E R7, desc[UR4][R2.64+0x4]
+    LDG.E R9, desc[UR4][R2.64+0x8]
+    FADD R15, R6, R15
+    IADD3 R5, R5, 0x1, RZ
+    ISETP.NE.AND P1, PT, R5, c[0x0][0x214], PT
+    @P1 BRA `(.L_x_3)
+    IADD3 R1, R1, 0x100, RZ
+    ISETP.NE.AND P2, PT, R1, c[0x0][0x210], PT
+    @P2 BRA `(.L_x_1)
+    EXIT
+"""
+
+
+def test_hot_loop_passes_over_loops_the_kernel_refuses():
+    # the split-K reduction (an inner loop of the epilogue nest) streams more loads than the main loop; the
+    # kernel's description of its main loop (here: it dequantizes, so it has integer work) picks the right one
+    f = _fn("splitk", MAIN_THEN_REDUCTION.replace("@P2 BRA `(.L_x_1)", "@P2 BRA `(.L_x_2)"))
+    assert sass.hot_loop(f).global_stream_loads == 3
+
+    def dequantizes(st: sass.LoopStats) -> None:
+        if st.by_class["int_dequant"] < 4:
+            raise SassError(f"loop at {st.header_offset:#x} does not dequantize")
+
+    st = sass.hot_loop(f, dequantizes)
+    assert (st.header_offset, st.path_instructions, st.global_stream_loads) == (16, 8, 2)
+
+    def never(st: sass.LoopStats) -> None:
+        raise SassError(f"not {st.header_offset:#x}")
+
+    with pytest.raises(SassError, match=r"none of its 2 streaming loop\(s\) is the main loop: not 0xb0 \| not 0x10"):
+        sass.hot_loop(f, never)
+
+
 @pytest.mark.parametrize("body, match", [
     ("MOV R0, RZ\nSTG.E desc[UR4][R2.64], R0\nEXIT\n.L_x_5:\nBRA `(.L_x_5)", "no loop found"),
     ("MOV R0, RZ\n.L_x_1:\nIADD3 R0, R0, 0x1, RZ\nISETP.NE.AND P0, PT, R0, 0x8, PT\n@P0 BRA `(.L_x_1)\nEXIT",
@@ -219,34 +268,44 @@ def test_fp16_baseline():
 
 # ---- launch mirrors ------------------------------------------------------------------------------------
 
-def _consts(tmp_path: Path, unroll: str = "4") -> static_launch.CsrcConstants:
+def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
     (tmp_path / "tile_configs.cuh").write_text(textwrap.dedent(f"""
-        using TileM16 = GemmTile<16, 128, 1, 4, 4, 4>;
+        using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
         using TileM64 = GemmTile<64, 128, 2, 2, 4, 2>;
         using TileM128 = GemmTile<128, 128, 2, 4, 3, 1>;
         constexpr int kGemvWarps = 8;
         constexpr int kGemvThreads = kGemvWarps * 32;
         constexpr int kGemvStrip = 64;
-        constexpr int kGemvUnroll = {unroll};
+        constexpr int kGemvChunk = {chunk};
+        __host__ __device__ constexpr int gemv_rows(int m) {{ return m <= 1 ? 1 : (m <= 2 ? 2 : (m <= 4 ? 4 : 8)); }}
+        __host__ __device__ constexpr int gemv_min_ctas(int maxm, bool gidx) {{
+          return gidx || maxm > 4 ? 2 : (maxm <= 1 ? 4 : 3);
+        }}
         constexpr int kDequantThreads = 256;
-        constexpr int kSplitTargetCtasPerSm = 2;
         constexpr int kGemmMinKTilesPerSplit = 4;
         """))
     (tmp_path / "awq_kernels.h").write_text("constexpr int kGemvMaxM = 8;\nconstexpr int kMaxSplits = 16;\n")
-    (tmp_path / "gemm.cuh").write_text("constexpr int kGemmBN = 128;\n")
     return static_launch.read_constants(tmp_path)
 
 
 def test_launch_grids_mirror_the_launchers(tmp_path):
     c = _consts(tmp_path)
-    # GEMV 11008x4096 (N x K), M = 1: 172 strips, want ceil(528 / 172) = 4 splits -> 688 blocks (issue 17)
+    # GEMV 11008x4096 (N x K), M = 1: 172 strips, 64 chunks, 4 CTAs/SM -> 528 slots; splits <= 64 / 8 warps = 8.
+    # s = 3: 516 CTAs fill 516/528 of one wave, slices of 22 chunks (64 / 66): 0.948, the best -> 516 blocks
     g = static_launch.gemv_launch(c, 1, 11008, 4096, 132)
-    assert (g.grid, g.config, g.threads) == ((172, 4, 1), "MAXM=1", 256) and g.blocks == 688
-    # GEMM 4096x11008, M = 1: 32 tiles, want ceil(264 / 32) = 9, 172 k-tiles -> per 20 -> 9 splits
+    assert (g.grid, g.config, g.threads, g.steps) == ((172, 3, 1), "MAXM=1", 256, 64) and g.blocks == 516
+    assert static_launch.wave_efficiency(172, 3, 64, 528) == pytest.approx(516 / 528 * 64 / 66)
+    # GPTQ-R builds for 2 CTAs/SM (264 slots): 64 strips x 4 splits = 256 CTAs, slices of 43 chunks
+    assert static_launch.gemv_launch(c, 1, 4096, 11008, 132, gptq_r=True).grid == (64, 4, 1)
+    # GEMM 4096x11008, M = 1: 16 tiles of 256 columns, 172 k-tiles; every split count leaves the GPU under half
+    # full, so the most allowed (kMaxSplits = 16, slices of 11 k-tiles) wins: 256 of 528 slots, 0.474
     g = static_launch.gemm_launch(c, 1, 4096, 11008, 132)
-    assert (g.grid, g.config, g.threads) == ((32, 1, 9), "TileM16", 128)
+    assert (g.grid, g.config, g.threads) == ((16, 1, 16), "TileM16", 128)
+    assert static_launch.wave_efficiency(16, 16, 172, 528) == pytest.approx(256 / 528 * 172 / 176)
+    assert static_launch.gemm_launch(c, 1, 11008, 4096, 132).grid == (43, 1, 11)
     assert static_launch.gemm_launch(c, 32, 11008, 4096, 132).config == "TileM64"
-    assert static_launch.gemm_launch(c, 200, 11008, 4096, 132).grid == (86, 2, 2)
+    # M = 200: 172 tiles on 132 slots; a second split would write and re-read 2 x 8.8 MB of fp32 partials
+    assert static_launch.gemm_launch(c, 200, 11008, 4096, 132).grid == (86, 2, 1)
     assert static_launch.gemv_launch(c, 5, 64, 64, 132).config == "MAXM=8"
     assert static_launch.dequant_launch(c, 4096, 11008).grid == (4096 * 11008 // 8 // 256, 1, 1)
     # clamp_splits (launch_common.cu): cap by the minimum steps per split, then no empty split
@@ -257,9 +316,14 @@ def test_launch_grids_mirror_the_launchers(tmp_path):
 
 
 def test_constants_are_read_not_copied(tmp_path):
-    assert _consts(tmp_path, unroll="8").gemv_unroll == 8
+    assert _consts(tmp_path, chunk="8").gemv_chunk == 8
     (tmp_path / "awq_kernels.h").write_text("constexpr int kGemvMaxM = 8;\n")
     with pytest.raises(SassError, match="kMaxSplits"):
+        static_launch.read_constants(tmp_path)
+    _consts(tmp_path)
+    cfg = tmp_path / "tile_configs.cuh"
+    cfg.write_text(cfg.read_text().replace("maxm <= 1 ? 4 : 3", "maxm <= 1 ? 5 : 3"))
+    with pytest.raises(SassError, match="gemv_min_ctas"):  # a mirrored helper that changed fails loudly
         static_launch.read_constants(tmp_path)
     real = static_launch.read_constants(Path(__file__).resolve().parents[2] / "csrc")  # the real headers parse
     assert set(real.gemm_tiles) >= {"TileM16", "TileM64", "TileM128"}
@@ -287,8 +351,9 @@ def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
     from awq_ext.bench.static_kernels import recognise
 
     c = _consts(tmp_path)
-    gemv = recognise("m", "void awq::(anonymous namespace)::w4a16_gemv_kernel<__half, 1, false>(awq::W4Args, int)", c)
+    gemv = recognise("m", "void awq::(anonymous namespace)::w4a16_gemv_kernel<__half, 1, 128, false>(awq::W4Args)", c)
     assert (gemv.weight_bytes_per_iteration, gemv.warps_per_iteration, gemv.config) == (4 * 512, 1, "MAXM=1")
+    assert gemv.group_size == 128 and gemv.weight_bytes_in_flight_per_block == 8 * 4 * 512
 
     def loop(n_int: int, loads: int, hmma: int = 0) -> sass.LoopStats:
         by = {"memory": loads, "hmma": hmma, "int_dequant": n_int, "float": 0, "control": 1, "other": 0}
@@ -299,12 +364,13 @@ def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
         gemv.check_loop(loop(63, 4))  # a load-only inner loop of a chunked kernel looks like this
     with pytest.raises(SassError, match="device-memory loads"):
         gemv.check_loop(loop(500, 3))
-    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 128, 1, 4, 4, 4>, 128, false>"
+    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 4, 4>, 128, false>"
                           "(awq::W4Args)", c)
-    assert gemm.expected_hmma_per_iteration == 16 and gemm.weight_bytes_in_flight_per_block == 3 * 4096
-    gemm.check_loop(loop(200, 4, hmma=16))
+    # 4 k16 steps x 4 n16 blocks per warp x 2 mma n8 tiles; 3 stages of 64 x 256 / 2 bytes ahead
+    assert gemm.expected_hmma_per_iteration == 32 and gemm.weight_bytes_in_flight_per_block == 3 * 8192
+    gemm.check_loop(loop(200, 4, hmma=32))
     with pytest.raises(SassError, match="HMMA"):
-        gemm.check_loop(loop(200, 4, hmma=8))
+        gemm.check_loop(loop(200, 4, hmma=16))
     with pytest.raises(SassError, match="not described"):
         recognise("m", "void awq::w4a16_wgmma_kernel<__half>(awq::W4Args)", c)
 
@@ -380,6 +446,41 @@ def test_tiny_kernel(tools, tmp_path, arch):
     assert res["xor_stream"].static_smem == 0 and res["xor_stream"].spill_bytes == 0
     mtime = unit.cubin.stat().st_mtime_ns
     assert compile_unit(tools, src, arch, tmp_path / "cache").cubin.stat().st_mtime_ns == mtime  # cached
+
+
+AUTO_SPLITS_DRIVER = r"""
+#include <cstdio>
+#include "launch_common.h"
+// One line per case: the C++ split-K choice, for the Python mirror to reproduce.
+int main() {
+  const int tiles[] = {1, 7, 16, 43, 64, 86, 172, 250, 600};
+  const int steps[] = {3, 16, 64, 172, 250};
+  const int slots[] = {132, 264, 396, 528};
+  const double partials[] = {0.0, 4.0e4, 8.8e6};
+  for (int t : tiles) for (int s : steps) for (int q : slots) for (double pb : partials)
+    printf("%d %d %d %.1f %d %.9f\n", t, s, q, pb, awq::detail::auto_splits(t, s, 4, q, 2.25e7, pb),
+           awq::detail::wave_efficiency(t, 3, s, q));
+  return 0;
+}
+"""
+
+
+def test_auto_splits_mirror_matches_the_cpp(tools, tmp_path):
+    import subprocess
+
+    csrc = Path(__file__).resolve().parents[2] / "csrc"
+    (tmp_path / "driver.cu").write_text(AUTO_SPLITS_DRIVER)
+    exe = tmp_path / "driver"
+    subprocess.run([tools.nvcc, "-std=c++17", "-O1", f"-I{csrc}", str(tmp_path / "driver.cu"), str(csrc / "launch_common.cu"),
+                    "-o", str(exe)], check=True, capture_output=True)
+    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")
+    cases = [ln.split() for ln in lines if ln]
+    assert len(cases) == 9 * 5 * 4 * 3
+    max_splits = static_launch.read_constants(csrc).max_splits
+    for t, s, q, pb, want, eff in cases:
+        got = static_launch.auto_splits(int(t), int(s), 4, int(q), 2.25e7, float(pb), max_splits)
+        assert got == int(want), (t, s, q, pb)
+        assert static_launch.wave_efficiency(int(t), 3, int(s), int(q)) == pytest.approx(float(eff), abs=1e-8)
 
 
 # ---- every kernel in csrc/ ------------------------------------------------------------------------------
