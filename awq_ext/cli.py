@@ -228,12 +228,14 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _cmd_compare(a: argparse.Namespace) -> dict:
+    from awq_ext.models.experts import unfuse_experts
     from awq_ext.models.loading import load_model
 
     check_zero_shot(_options(a, a.methods[0], a.w_bits[0]))  # refuse bad --tasks before loading anything
     if a.stream:  # every row reads the float weights from disk again, one block at a time
         return _compare_table([_print_row(_run(_options(a, m, b or 16))) for m, b in _compare_runs(a)])
     model, tok = load_model(a.model)
+    unfuse_experts(model)  # calibration makes experts per-expert linears; do it first so every run restores them
     pristine = copy.deepcopy(model.state_dict())  # every run starts from the same float weights
     texts = TextCache(tok)
     rows = []

@@ -35,6 +35,8 @@ class AWQConfig:
     def __post_init__(self) -> None:
         if self.scale_mode not in SCALE_MODES:
             raise AWQInputError(f"unknown scale mode {self.scale_mode!r}; choose one of {', '.join(SCALE_MODES)}")
+        if self.loss_samples is not None and self.loss_samples < 1:
+            raise AWQInputError(f"loss_samples must be >= 1 (or None for all), got {self.loss_samples}")
         if self.loss_tokens is not None and self.loss_tokens < 1:
             raise AWQInputError(f"loss_tokens must be >= 1 (or None for all), got {self.loss_tokens}")
         if self.refine_stride < 1:

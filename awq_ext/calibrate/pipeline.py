@@ -27,7 +27,7 @@ from awq_ext.config import AWQConfig, QuantizeConfig
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, ScalingGroup, bind_groups, block_linears, get_blocks, get_module, get_spec
 from awq_ext.models.experts import is_fused_experts
-from awq_ext.models.groups import clip_skipped, feature_names, search_input
+from awq_ext.models.groups import clip_skipped, feature_names, n_tokens, search_input
 from awq_ext.models.spec_file import check_spec_on_model
 from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
 from awq_ext.quant.gptq import HessianCache
@@ -89,7 +89,8 @@ def _awq_search_block(
         inspect = get_module(block, group.inspect)
         with timed(report.phases, f"scale_search:{group.inspect or 'block'}"):
             loss = group_loss(inspect, linears, xs, kwargs if group.inspect_kwargs else {}, qspec, cfg.chunk_size,
-                              exact_shortcuts=acfg.exact_shortcuts, reference=(references or {}).get(group.inspect))
+                              exact_shortcuts=acfg.exact_shortcuts,
+                              reference=None if tokens_subsampled(group, acfg) else (references or {}).get(group.inspect))
             try:
                 s_w = weight_scale([lin.weight.data for lin in linears], qspec)
                 stride = 1 if acfg.scale_mode == "joint" else acfg.refine_stride
@@ -120,22 +121,29 @@ def _awq_search_block(
         report.clips[name] = {"mse_before": r.error_before, "mse_after": r.error_after}
 
 
+def tokens_subsampled(group: ScalingGroup, acfg: AWQConfig) -> bool:
+    """Whether the group's loss runs on ``loss_tokens`` spread tokens (per-token inspected modules: called
+    without the block's keyword inputs, e.g. MLP, MoE; single-linear groups are left alone, their
+    Gram-form loss costs about the same for any count)."""
+    return acfg.loss_tokens is not None and not group.inspect_kwargs and group.inspect not in group.linears
+
+
 def loss_inputs(x: torch.Tensor, group: ScalingGroup, acfg: AWQConfig) -> torch.Tensor:
-    """The samples the scale search's loss runs on: the first ``loss_samples`` sequences (all if None),
-    except for per-token inspected modules (called without the block's keyword inputs: MLP, MoE) when
-    ``loss_tokens`` is set: then that many tokens spread evenly over ALL sequences (``[1, T', K]``).
-    Single-linear groups are left alone (their Gram-form loss costs about the same for any count)."""
-    if acfg.loss_tokens is not None and not group.inspect_kwargs and group.inspect not in group.linears:
+    """The samples the scale search's loss runs on: the first ``loss_samples`` sequences (all if None) of
+    ``[n, seqlen, K]`` inputs (a MoE expert's routed tokens ``[T, K]`` are kept whole), or, where
+    :func:`tokens_subsampled`, ``loss_tokens`` tokens spread evenly over ALL sequences (``[1, T', K]``)."""
+    if tokens_subsampled(group, acfg):
         return _subsample_tokens(x, acfg.loss_tokens).unsqueeze(0)
-    return x if acfg.loss_samples is None else x[: acfg.loss_samples]
+    return x if acfg.loss_samples is None or x.dim() != 3 else x[: acfg.loss_samples]
 
 
-def reference_modules(block: nn.Module, spec: ModelSpec) -> list[str]:
-    """Inspected modules whose float outputs the scale search compares against (all but single linears,
-    whose loss takes the Gram form): recorded during the calibration forward instead of recomputed."""
+def reference_modules(block: nn.Module, spec: ModelSpec, acfg: AWQConfig) -> list[str]:
+    """Inspected modules whose float outputs the scale search compares against, recorded during the
+    calibration forward instead of recomputed: all but single linears (Gram form) and groups whose loss
+    runs on subsampled tokens (their reference is computed on those tokens)."""
     names: list[str] = []
     for g, why in bind_groups(block, spec):
-        if why is None and g.inspect not in g.linears and g.inspect not in names:
+        if why is None and g.inspect not in g.linears and not tokens_subsampled(g, acfg) and g.inspect not in names:
             names.append(g.inspect)
     return names
 
@@ -146,9 +154,7 @@ def _replay_block(model: nn.Module, prefix: str, record: SearchRecord, feats: di
     for e in entries:
         linears = [get_module(model, n) for n in (*e.linears, *e.routers)]
         fold_scales(get_module(model, e.prev_op), linears, e.scales, e.kind, None if e.rows is None else tuple(e.rows))
-        local = tuple(n[len(prefix):] for n in e.linears)
-        if all(n in feats for n in local):
-            divide_features(feats, local, e.scales)
+        divide_features(feats, tuple(n[len(prefix):] for n in e.linears), e.scales)  # skips experts without tokens
     for name, max_val in clips.items():
         apply_clip(get_module(model, name), max_val, qspec)
 
@@ -219,7 +225,7 @@ class WeightOnlyStep:
     def reference_modules(self, block: nn.Module) -> list[str]:
         """Modules whose float outputs the driver records for the scale search (see
         :func:`reference_modules`)."""
-        return reference_modules(block, self.spec) if self.searching and self.cfg.awq.exact_shortcuts else []
+        return reference_modules(block, self.spec, self.cfg.awq) if self.searching and self.cfg.awq.exact_shortcuts else []
 
     def process(self, ctx: BlockContext) -> BlockReport:
         report = BlockReport(ctx.index, float("nan"), 0.0, phases=ctx.phases)
@@ -234,10 +240,11 @@ class WeightOnlyStep:
         t_quant = time.perf_counter()
         hessians = HessianCache()  # this block's Hessians, one per distinct input tensor
         for name, lin in ctx.linears.items():
-            starved = needs_inputs and name not in ctx.feats  # a MoE expert no calibration token was routed to
+            # a MoE expert (almost) no calibration token was routed to: RTN, as its group's report says
+            starved = needs_inputs and (name not in ctx.feats or n_tokens(ctx.feats[name]) < self.cfg.awq.min_tokens)
             if starved:
-                report.groups.append({"linear": name, "fallback": "no calibration tokens: RTN instead of "
-                                      f"{self.method.quantizer}"})
+                report.groups.append({"linear": name, "fallback": f"fewer than {self.cfg.awq.min_tokens} calibration "
+                                      f"tokens: RTN instead of {self.method.quantizer}"})
             qw = (QUANTIZERS["rtn"] if starved else quantizer)(
                 lin, ctx.feats.get(name) if needs_inputs else None, self.qspec, self.cfg.extra, ctx.prefix + name,
                 hessians)

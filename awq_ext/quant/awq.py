@@ -135,10 +135,12 @@ def _refine_order(n: int, stride: int, loss_at: Callable[[int], float]) -> None:
         best = min(done, key=lambda i: (done[i], i))
         ev(best - step)
         ev(best + step)
-    # a last +-1 ring around the final best, so odd strides and the end of the grid are covered
-    best = min(done, key=lambda i: (done[i], i))
-    ev(best - 1)
-    ev(best + 1)
+    # +-1 rings around the best until it stops moving, so strides that are not powers of two (whose halving
+    # leaves gaps) and the end of the grid are covered
+    best = None
+    while best != (best := min(done, key=lambda i: (done[i], i))):
+        ev(best - 1)
+        ev(best + 1)
 
 
 def search_scales(

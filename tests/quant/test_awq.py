@@ -109,7 +109,7 @@ def _cands(n):
     return [(0.0, 0.0, torch.zeros(1))] + [((i + 1) / (n + 1), 0.0, torch.full((1,), float(i))) for i in range(n)]
 
 
-@pytest.mark.parametrize("stride", [2, 3, 4, 8])
+@pytest.mark.parametrize("stride", [2, 3, 4, 7, 8, 11])
 def test_refined_search_equals_full_grid_on_unimodal_losses(stride):
     # Every unimodal loss along grids of 2..25 points, minimum anywhere: the coarse-to-fine search picks
     # exactly what the full grid picks (on a flat bottom of ties, a point of the same loss), with fewer
