@@ -11,42 +11,19 @@ run after a source change pays for compilation (about a minute on 2 cores).
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import re
-import shutil
-import site
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from awq_ext.bench.sass_build import find_nvcc, find_tool
 from awq_ext.kernels import CSRC_DIR, cache_root, source_hash
 
 ARCHS = ("sm_80", "sm_90")
 KERNEL_FILES = ("gemm.cu", "gemm_gptq_r.cu", "gemv.cu", "dequant.cu")
-
-
-def find_nvcc() -> str | None:
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root and Path(root, "bin", "nvcc").exists():
-            return str(Path(root, "bin", "nvcc"))
-    return shutil.which("nvcc")
-
-
-def find_tool(name: str) -> str | None:
-    """``name`` from the PyPI nvidia-* wheels (site-packages/nvidia/*/bin), else the toolkit's, else PATH."""
-    roots = [*site.getsitepackages(), site.getusersitepackages(), *sys.path]
-    for root in roots:
-        for hit in sorted(glob.glob(os.path.join(root, "nvidia", "*", "bin", name))):
-            if os.access(hit, os.X_OK):
-                return hit
-    nvcc = find_nvcc()
-    if nvcc and Path(nvcc).with_name(name).exists():
-        return str(Path(nvcc).with_name(name))
-    return shutil.which(name)
 
 
 NVCC = find_nvcc()
