@@ -24,7 +24,7 @@ from awq_ext.calibrate.pipeline import needs_calibration, quantize_blocks
 from awq_ext.errors import AWQInputError
 from awq_ext.eval.layerwise import LayerwisePerplexity, layerwise_perplexity
 from awq_ext.io.checkpoint import resolve_save_dtype
-from awq_ext.io.stream import StreamingCheckpoint, open_streamed
+from awq_ext.io.stream import StreamingCheckpoint, map_large_allocations, open_streamed
 from awq_ext.jobs import (
     FLOAT_METHOD, JobOptions, TextCache, check_output, checkpoint_summary, job_header, plan_data, quantize_config,
     save_dtype_choice,
@@ -52,6 +52,7 @@ def run_stream_job(opts: JobOptions, texts: TextCache | None = None) -> dict[str
     t_start = time.time()
     check_stream(opts)
     check_output(opts)
+    map_large_allocations()  # memory is the point of streaming: freed tensors go back to the OS at once
     is_float = opts.method == FLOAT_METHOD
     cfg = None if is_float else quantize_config(opts)
     record = SearchRecord.load(opts.load_record) if opts.load_record else None

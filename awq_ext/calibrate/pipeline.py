@@ -251,7 +251,8 @@ class WeightOnlyStep:
             lin.weight.data = qw.dequantize().to(lin.weight.dtype).to(lin.weight.device)
             ctx.outputs[ctx.prefix + name] = QuantizedWeight(
                 qw.q.cpu(), qw.scales.cpu(), None if qw.zeros is None else qw.zeros.cpu(), qw.spec,
-                None if qw.g_idx is None else qw.g_idx.cpu())
+                None if qw.g_idx is None else qw.g_idx.cpu()).compact()
+            del qw
         report.phases["quantize"] = time.perf_counter() - t_quant
         if self.keep_codes:
             self.quantized.update(ctx.outputs)

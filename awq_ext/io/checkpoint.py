@@ -129,14 +129,22 @@ def resolve_save_dtype(model: nn.Module, save_dtype: torch.dtype | str | None) -
     return save_dtype
 
 
+_CAST_CHUNK = 1 << 22  # elements cast (and checked) at a time: no full-size temporaries beside the result
+
+
 def _storable(name: str, t: torch.Tensor, save_dtype: torch.dtype) -> torch.Tensor:
-    out = t.detach().to("cpu")
-    if not out.is_floating_point() or out.dtype == save_dtype:
-        return out.contiguous()
-    cast = out.to(save_dtype).contiguous()
-    if not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(out).all()):
-        raise AWQInputError(f"{name}: values exceed the range of {save_dtype} (max |x| {float(out.abs().max()):.4g}); "
-                            "save with --save-dtype bfloat16 or float32")
+    src = t.detach().to("cpu")
+    if not src.is_floating_point() or src.dtype == save_dtype:
+        return src.contiguous()
+    src = src.contiguous()
+    cast = torch.empty(src.shape, dtype=save_dtype)
+    flat_src, flat_cast = src.view(-1), cast.view(-1)
+    for i in range(0, flat_src.numel(), _CAST_CHUNK):
+        a, b = flat_src[i : i + _CAST_CHUNK], flat_cast[i : i + _CAST_CHUNK]
+        b.copy_(a)
+        if not bool(torch.isfinite(b).all()) and bool(torch.isfinite(a).all()):
+            raise AWQInputError(f"{name}: values exceed the range of {save_dtype} (max |x| {float(a.abs().max()):.4g}); "
+                                "save with --save-dtype bfloat16 or float32")
     return cast
 
 

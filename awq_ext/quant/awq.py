@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Literal, Sequence
 import torch
 
 from awq_ext.errors import AWQInputError
-from awq_ext.quant.quantizer import QuantSpec, compute_qparams, dequantize, quantize
+from awq_ext.quant.quantizer import QuantSpec, compute_qparams, fake_quantize_with, scaled_fake_quantize
 
 ScaleMode = Literal["act", "duo", "weight", "joint"]
 SCALE_MODES: tuple[str, ...] = ("act", "duo", "weight", "joint")
@@ -33,12 +33,12 @@ def weight_scale(weights: Sequence[torch.Tensor], spec: QuantSpec) -> torch.Tens
 
     Normalising inside each group makes rows of different magnitude comparable, as the paper's W*.
     """
-    w = torch.cat([wi.float() for wi in weights], dim=0)
+    w = torch.cat([wi.float() for wi in weights], dim=0).abs_()  # cat copies: in place from here on
     n, k = w.shape
     g = spec.effective_group(k)
-    wg = w.abs().reshape(n, k // g, g)
-    wg = wg / wg.amax(dim=-1, keepdim=True).clamp(min=1e-8)
-    return wg.reshape(n, k).mean(dim=0)
+    wg = w.view(n, k // g, g)
+    wg.div_(wg.amax(dim=-1, keepdim=True).clamp(min=1e-8))
+    return w.mean(dim=0)
 
 
 def _normalise(s: torch.Tensor) -> torch.Tensor:
@@ -82,9 +82,7 @@ def candidate_scales(
 
 def scaled_fake_quant(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """``Q(W·diag(s)) · diag(s)^-1``: the weight the module effectively uses after scaling + quantizing."""
-    ws = w.float() * scales.view(1, -1)
-    sc, z = compute_qparams(ws, spec)
-    return (dequantize(quantize(ws, spec, sc, z), spec, sc, z) / scales.view(1, -1)).to(w.dtype)
+    return scaled_fake_quantize(w, scales, spec).to(w.dtype)
 
 
 def input_gram(x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -286,4 +284,4 @@ def dequantize_clipped(w: torch.Tensor, max_val: torch.Tensor, spec: QuantSpec) 
     """Fake-quantize ``w`` after clamping each group to ``±max_val``."""
     wc = clip_weight(w, max_val, spec)
     sc, z = compute_qparams(wc, spec)
-    return dequantize(quantize(wc, spec, sc, z), spec, sc, z)
+    return fake_quantize_with(wc, spec, sc, z)

@@ -166,11 +166,16 @@ def quantize(
     w: torch.Tensor, spec: QuantSpec, scales: torch.Tensor, zeros: torch.Tensor | None
 ) -> torch.Tensor:
     """Integer codes ``q`` (int32, ``[N, K]``) for ``w`` under the given group parameters."""
-    wg = _grouped(w.float(), spec)
-    q = torch.round(wg / scales.unsqueeze(-1))
+    return _codes_(_grouped(w.float(), spec) / scales.unsqueeze(-1), spec, zeros).to(torch.int32).reshape(w.shape)
+
+
+def _codes_(q: torch.Tensor, spec: QuantSpec, zeros: torch.Tensor | None) -> torch.Tensor:
+    # round(w / s) + z, clamped - in place on the quotient ``q`` [N, K/G, G]: one buffer, not one per op,
+    # which bounds a block's peak memory when a model streams block by block
+    q.round_()
     if zeros is not None:
-        q = q + zeros.unsqueeze(-1)
-    return q.clamp(spec.qmin, spec.qmax).to(torch.int32).reshape(w.shape)
+        q.add_(zeros.unsqueeze(-1))
+    return q.clamp_(spec.qmin, spec.qmax)
 
 
 def dequantize(
@@ -186,7 +191,35 @@ def dequantize(
 def fake_quantize(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Round-to-nearest quantize then dequantize (the RTN baseline); keeps ``w``'s dtype."""
     scales, zeros = compute_qparams(w, spec)
-    return dequantize(quantize(w, spec, scales, zeros), spec, scales, zeros).to(w.dtype)
+    return fake_quantize_with(w, spec, scales, zeros).to(w.dtype)
+
+
+def fake_quantize_with(w: torch.Tensor, spec: QuantSpec, scales: torch.Tensor, zeros: torch.Tensor | None
+                       ) -> torch.Tensor:
+    """Float32 ``dequantize(quantize(w))`` under the given group parameters, bit for bit, computed in one
+    float32 buffer (no integer codes in between: the codes are exact integers in float32)."""
+    return _fake_quantize_(_grouped(w.float(), spec) / scales.unsqueeze(-1), spec, scales, zeros).reshape(w.shape)
+
+
+def _fake_quantize_(q: torch.Tensor, spec: QuantSpec, scales: torch.Tensor, zeros: torch.Tensor | None
+                    ) -> torch.Tensor:
+    # fake_quantize_with on the quotient w / s ([N, K/G, G]), in place
+    q = _codes_(q, spec, zeros)
+    if zeros is not None:
+        q.sub_(zeros.float().unsqueeze(-1))
+    return q.mul_(scales.float().unsqueeze(-1))
+
+
+def scaled_fake_quantize(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``Q(W·diag(s)) · diag(s)^-1`` in float32: the weight a linear effectively uses after its inputs are
+    divided by ``s`` (``[K]``) and its scaled weight is quantized. One ``[N, K]`` buffer, bit for bit
+    ``fake_quantize_with(W·s) / s``."""
+    buf = w.float() * scales.view(1, -1)
+    sc, z = compute_qparams(buf, spec)
+    g = _grouped(buf, spec)
+    g.div_(sc.unsqueeze(-1))
+    _fake_quantize_(g, spec, sc, z)
+    return buf.div_(scales.view(1, -1))
 
 
 def quantize_weight(w: torch.Tensor, spec: QuantSpec, name: str = "weight") -> tuple[
@@ -202,7 +235,8 @@ def quantize_weight(w: torch.Tensor, spec: QuantSpec, name: str = "weight") -> t
 class QuantizedWeight:
     """Integer codes plus group parameters of one linear: what packing and checkpoints consume.
 
-    ``q`` int32 ``[N, K]`` in ``[spec.qmin, spec.qmax]``; ``scales`` float ``[N, n_groups]``;
+    ``q`` integer ``[N, K]`` in ``[spec.qmin, spec.qmax]`` (int32 as quantized, uint8/int8 after
+    :meth:`compact`); ``scales`` float ``[N, n_groups]``;
     ``zeros`` integer-valued float ``[N, n_groups]`` or ``None`` (symmetric). ``g_idx`` (int32 ``[K]``,
     GPTQ act-order only) gives each input channel's group; without it, channel k is in group
     ``k // group_size``.
@@ -213,6 +247,15 @@ class QuantizedWeight:
     zeros: torch.Tensor | None
     spec: QuantSpec
     g_idx: torch.Tensor | None = None
+
+    def compact(self) -> QuantizedWeight:
+        """The same weight with its codes in the narrowest integer dtype that holds them (uint8 for
+        zero-point codes, int8 for symmetric ones; at most 8 bits): a quarter of int32's memory while
+        codes wait to be packed."""
+        if self.spec.bits > 8:
+            return self
+        dtype = torch.uint8 if self.spec.qmin >= 0 else torch.int8
+        return QuantizedWeight(self.q.to(dtype), self.scales, self.zeros, self.spec, self.g_idx)
 
     def group_index(self) -> torch.Tensor:
         k = self.q.shape[1]
