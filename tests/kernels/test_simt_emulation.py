@@ -237,7 +237,7 @@ def test_plans_match_the_static_model_mirror(driver, tmp_path):
             c, m, n, k, sms, smem, bool(gidx), split_request=req)
         p = launch.plan
         n_pad = -(-n // 16) * 16
-        tiles = launch.grid[0] * launch.grid[1]
+        tiles = launch.grid[0] * (launch.grid[1] if path == 1 else 1)  # GEMM: N x M tiles; GEMV: strips
         want = (p.splits, p.splits * m * n_pad if p.splits > 1 else 0, tiles if p.splits > 1 else 0, p.ctas_per_sm,
                 p.wave_efficiency, p.bytes_in_flight_per_sm)
         splits, floats, counters, per_sm, eff, inflight = line.split()
