@@ -547,6 +547,8 @@ def test_static_model_over_csrc(static_payload):
         # memory-bound at best: never faster than the byte ratio vs 16-bit weights
         assert r["predicted_speedup_vs_fp16_no_launch"] <= r["bandwidth_limit_ratio"] + 1e-6
         assert 0 < r["wave_efficiency"] <= 1
+        # the launcher's plan never counts on more resident CTAs than the compiled kernel allows (sm_90 and sm_80)
+        assert r["planned_residency_fits"], (r["arch"], r["kernel"], r["planned_blocks_per_sm"], r["blocks_per_sm"])
     for arch in ("sm_90", "sm_80"):
         for n, k in SHAPES:
             for m in MS:
