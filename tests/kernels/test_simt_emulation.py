@@ -210,10 +210,19 @@ def test_split_k_really_splits(driver, tmp_path):
 
 
 def test_auto_split_fills_the_sms(driver, tmp_path):
-    """split_k=0: the planner derives the split from the device (4 SMs here): 3 strips x 4 splits of 8 chunks put
-    3 CTAs on each SM (mean 24 chunks = busiest), where 3 x 5 splits would give one SM 4 CTAs of 7 chunks."""
+    """split_k=0: the planner derives the split from the device (4 SMs here): 3 strips alone leave one SM idle;
+    3 x 4 splits of 8 chunks (the most: a slice takes >= 8 chunks, one per warp) put 3 CTAs on every SM, each SM
+    doing the mean 24 chunks: wave efficiency 1."""
     out = _run_case(driver, tmp_path, "gemv", torch.float16, 1, 136, 2048, 64, False, sms=4)
     assert "splits 4 " in out and "wave_efficiency 1.0" in out, out
+
+
+def test_auto_planned_uneven_split_runs_concurrently(driver, tmp_path):
+    """The planner's own pick on 4 SMs for a GEMM of 2 tiles x 19 k-tiles: 4 splits of 5, 5, 5, 4 (8 CTAs, 2 per SM:
+    busiest 10 k-tiles vs a mean of 9.5; 2 splits would leave 1 CTA, 24 KB in flight, per SM), run with CTAs on 4
+    host threads, bit for bit."""
+    out = _run_case(driver, tmp_path, "gemm", torch.bfloat16, 3, 264, 1216, 64, False, sms=4, threads=4, seed=3)
+    assert "splits 4 " in out and "wave_efficiency 0.95" in out, out
 
 
 def test_plans_match_the_static_model_mirror(driver, tmp_path):
