@@ -247,8 +247,9 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                      "shape_convention": "NxK: N = out_features, K = in_features; y[M, N] = x[M, K] @ W[N, K]^T",
                      "gpus": {g.name: g.to_dict() for g in GPUS.values()},
                      "model": {"time": (
-                         "per wave: max(DRAM bytes / min(HBM, bytes in flight / latency), busiest SM's hot-loop "
-                         "warp-instructions / (4/clk x clock), busiest SM's mma FLOPs / mma.sync rate); + launch "
+                         "max(DRAM bytes / min(HBM, resident blocks' bytes in flight / latency), hot-loop "
+                         "warp-instructions / (SMs x 4/clk x clock), mma FLOPs / (SMs x mma.sync rate)) / wave "
+                         "efficiency (the busiest SM sets the time; the launcher's plan, static_launch.py); + launch "
                          "overhead; dequant_cublas = dequant kernel + ideal FP16 GEMM"),
                          "fp16_baseline": "ideal: 16-bit weights + activations + outputs once at HBM bandwidth, or the "
                                           "dense tensor rate if slower, + one launch"},
