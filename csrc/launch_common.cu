@@ -70,7 +70,7 @@ SplitPlan split_stats(int tiles, int splits, int steps, int sms, int ctas_per_sm
   p.wave_efficiency = p.mean_sm_steps / static_cast<double>(p.busiest_sm_steps);
   const long slots = static_cast<long>(sms) * ctas_per_sm;
   p.bytes_in_flight_per_sm = static_cast<double>(p.ctas < slots ? p.ctas : slots) / sms * inflight_per_cta;
-  const double cover = p.bytes_in_flight_per_sm / kLittleBytesPerSm;
+  const double cover = p.bytes_in_flight_per_sm / kInflightTargetPerSm;
   p.latency_cover = cover < 1.0 ? cover : 1.0;
   return p;
 }

@@ -33,7 +33,7 @@ int resident_ctas(int min_ctas, int smem_per_cta, int smem_per_sm);
 // the largest slice; wave_efficiency = mean SM work / busiest SM work in K steps, so an uneven slice, an SM
 // with one CTA more than another, and a wave tail all lower it. A memory-bound launch also needs bytes in
 // flight: bytes_in_flight_per_sm = min(ctas, sms * ctas_per_sm) / sms CTAs x `inflight_per_cta`, and
-// latency_cover = min(1, that / kLittleBytesPerSm) is the share of the HBM bandwidth it can draw.
+// latency_cover = min(1, that / kInflightTargetPerSm) is the share of the HBM bandwidth it is taken to draw.
 struct SplitPlan {
   int splits;
   long ctas;

@@ -29,7 +29,7 @@ using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
 // 16 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 5 stages x 13 KB = 65 KB,
 //   so 4 stages x 4 KB = 16 KB of weights in flight per CTA: the 2 CTAs per SM the planner counts on (MIN_CTAS 2,
 //   up to 255 registers: it needs ~165, GPTQ-R ~254) hold 32 KB per SM, above Little's law at 4.8 TB/s
-//   (kLittleBytesPerSm), on sm_80's 164 KB of shared memory too. (3 would fit on sm_90 by registers, but a
+//   (29091 B at 4.8 TB/s x 800 ns / 132 SMs), on sm_80's 164 KB of shared memory too. (3 would fit on sm_90 by registers, but a
 //   third CTA needs no more bytes in flight, and planning 3 would cap GPTQ-R at 168 registers: it would spill.)
 using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
 // m > 64 (prefill up to the cuBLAS crossover): 2x4 warps of 64x32 (64 accumulators/thread, no spills);
@@ -64,10 +64,12 @@ constexpr int gemm_inflight_bytes() { return (Tile::STAGES - 1) * Tile::BK * Til
 // ... and a GEMV CTA: every warp holds one chunk of kGemvChunk 512-byte k16 rows.
 constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
 
-// Launch planning (launch_common.h plan_splits). Little's law for the target, the H200: 4.8 TB/s x 800 ns of
-// loaded DRAM latency (an assumption, awq_ext/bench/static_model.py) / 132 SMs = 29091 bytes per SM, rounded
-// up; GPUs with less bandwidth per SM (H100, A100) need less, so planning for it is conservative there.
-constexpr int kLittleBytesPerSm = 29 * 1024;
+// Launch planning (launch_common.h plan_splits): the weight bytes in flight per SM a plan aims for. Little's law
+// for the target, the H200, asks 4.8 TB/s x 800 ns / 132 SMs = 29091 bytes per SM, but the 800 ns of loaded
+// DRAM latency is an assumption (awq_ext/bench/static_model.py) and latency grows near peak bandwidth, so plans
+// aim 1.5x higher: where a split count reaches that, its extra fp32 partials cost ~1 % of the weight traffic.
+// GPUs with less bandwidth per SM (H100, A100) need less, so the target is conservative there.
+constexpr int kInflightTargetPerSm = 44 * 1024;
 // Shared memory the runtime reserves per resident block (cudaDevAttrReservedSharedMemoryPerBlock on sm_80/90),
 // and an allowance for the kernels' static shared memory besides the stage ring (the split-K flag of
 // splitk.cuh); the static model checks the planned residency against the compiled kernels' real usage.

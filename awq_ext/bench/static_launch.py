@@ -52,7 +52,7 @@ class CsrcConstants:
     dequant_threads: int
     gemm_min_ktiles_per_split: int
     max_splits: int
-    little_bytes_per_sm: int             # kLittleBytesPerSm: the bytes in flight per SM a plan aims for
+    inflight_target_per_sm: int          # kInflightTargetPerSm: the bytes in flight per SM a plan aims for
     reserved_smem_per_cta: int
     static_smem_allowance: int
     fallback_sms: int
@@ -110,7 +110,7 @@ def read_constants(csrc: Path) -> CsrcConstants:
     _check_mirrored(text)
     return CsrcConstants(tiles, get("kGemvWarps"), get("kGemvStrip"), get("kGemvChunk"), get("kGemvMaxM"),
                          get("kDequantThreads"), get("kGemmMinKTilesPerSplit"), get("kMaxSplits"),
-                         get("kLittleBytesPerSm"), get("kReservedSmemPerCta"), get("kStaticSmemAllowance"),
+                         get("kInflightTargetPerSm"), get("kReservedSmemPerCta"), get("kStaticSmemAllowance"),
                          get("kFallbackSms"), get("kFallbackSmemPerSm"))
 
 
@@ -125,7 +125,7 @@ class SplitPlan:
     mean_sm_steps: float          # tiles x steps / sms
     wave_efficiency: float        # mean / busiest
     bytes_in_flight_per_sm: float  # min(ctas, sms x ctas_per_sm) / sms x weight bytes in flight per CTA
-    latency_cover: float          # min(1, bytes in flight per SM / kLittleBytesPerSm)
+    latency_cover: float          # min(1, bytes in flight per SM / kInflightTargetPerSm)
     slots: int                    # sms x ctas_per_sm (Python only)
 
     @property
@@ -193,7 +193,7 @@ def split_stats(c: CsrcConstants, tiles: int, splits: int, steps: int, sms: int,
     slots = sms * ctas_per_sm
     inflight = float(min(ctas, slots)) / sms * inflight_per_cta
     return SplitPlan(splits, ctas, ctas_per_sm, busiest, mean, mean / float(busiest), inflight,
-                     min(inflight / c.little_bytes_per_sm, 1.0), slots)
+                     min(inflight / c.inflight_target_per_sm, 1.0), slots)
 
 
 def plan_splits(c: CsrcConstants, tiles: int, steps: int, min_steps_per_split: int, sms: int, ctas_per_sm: int,
