@@ -44,22 +44,33 @@ struct W4Args {
   int* counters;             // int32 [tiles], all zero on entry; the kernel leaves them zero again
 };
 
-// Split-K plan: how many K slices, and the workspace each needs. With split_request <= 0 the planner picks the
-// count from num_sms (the SM count at run time) so the grid has no wave tail (launch_common.h, auto_splits).
-struct Plan {
-  int splits;            // >= 1
-  size_t partial_floats; // splits * m * n when splits > 1, else 0
-  int counters;          // number of output tiles when splits > 1, else 0
+// What the launch planner reads from the device at run time (binding.cpp queries it once per device).
+struct Device {
+  int sms;          // cudaDevAttrMultiProcessorCount
+  int smem_per_sm;  // cudaDevAttrMaxSharedMemoryPerMultiprocessor (bytes blocks can use)
 };
 
-// Tensor-core GEMM (any m >= 1; tuned for 9..crossover). g_idx != null selects the GPTQ-R variant.
-Plan plan_gemm(int m, int n_pad, int k_pad, int num_sms, int split_request);
+// Split-K plan: how many K slices, the workspace they need, and how the grid lands on the device. With
+// split_request <= 0 the planner picks the count from the device (launch_common.h, plan_splits) so the
+// busiest SM does little more than the average and enough weight bytes are in flight.
+struct Plan {
+  int splits;             // >= 1
+  size_t partial_floats;  // splits * m * n when splits > 1, else 0
+  int counters;           // number of output tiles when splits > 1, else 0
+  int ctas_per_sm;        // residency the plan counts on
+  double wave_efficiency; // mean SM work / busiest SM work (launch_common.h SplitPlan)
+  double bytes_in_flight_per_sm;
+};
+
+// Tensor-core GEMM (any m >= 1; tuned for 9..crossover). g_idx != null selects the GPTQ-R variant (plan it
+// with gptq_r = true: its tiles hold g_idx instead of scale rows, so its residency can differ).
+Plan plan_gemm(int m, int n_pad, int k_pad, const Device& dev, int split_request, bool gptq_r);
 int w4a16_gemm(const W4Args& args, cudaStream_t stream);
 int w4a16_gemm_gptq_r(const W4Args& args, cudaStream_t stream);
 
 // Bandwidth-bound GEMV for m <= kGemvMaxM. g_idx != null selects the GPTQ-R variant (plan with gptq_r = true:
 // it runs fewer CTAs per SM, which changes the split that fills the SMs).
-Plan plan_gemv(int m, int n_pad, int k_pad, int num_sms, int split_request, bool gptq_r);
+Plan plan_gemv(int m, int n_pad, int k_pad, const Device& dev, int split_request, bool gptq_r);
 int w4a16_gemv(const W4Args& args, cudaStream_t stream);
 
 // Dequantize the packed weight to T [n, k] (row-major, nn.Linear orientation) for the cuBLAS path.

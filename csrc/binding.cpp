@@ -116,16 +116,17 @@ void check_status(int rc, const Problem& pb) {
   TORCH_CHECK(false, pb.where(), ": ", awq::status_string(rc));
 }
 
-int sm_count(int device) {
+awq::Device device_limits(int device) {
   static std::mutex mu;
-  static std::map<int, int>* cache = new std::map<int, int>();  // leaked on purpose: no teardown order issues
+  static std::map<int, awq::Device>* cache = new std::map<int, awq::Device>();  // leaked on purpose: no teardown order issues
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache->find(device);
   if (it != cache->end()) return it->second;
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  (*cache)[device] = sms;
-  return sms;
+  awq::Device d{0, 0};
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  (*cache)[device] = d;
+  return d;
 }
 
 // Split-K tile counters (int32, all zero between launches: the last CTA of each tile resets its counter, so a
@@ -175,9 +176,9 @@ at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tens
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   const int m32 = static_cast<int>(pb.m), n32 = static_cast<int>(n), k32 = static_cast<int>(k);
   const int n_pad = static_cast<int>(round_up(n, 16)), k_pad = static_cast<int>(round_up(k, 64));
-  const int sms = sm_count(x.device().index());
-  const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, sms, static_cast<int>(split_k), g_idx.has_value())
-                              : awq::plan_gemm(m32, n_pad, k_pad, sms, static_cast<int>(split_k));
+  const awq::Device dev = device_limits(x.device().index());
+  const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, dev, static_cast<int>(split_k), g_idx.has_value())
+                              : awq::plan_gemm(m32, n_pad, k_pad, dev, static_cast<int>(split_k), g_idx.has_value());
 
   at::Tensor out = at::empty({pb.m, n}, x.options());
   at::Tensor partials;

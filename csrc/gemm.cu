@@ -4,27 +4,18 @@
 
 namespace awq {
 
-Plan plan_gemm(int m, int n_pad, int k_pad, int num_sms, int split_request) {
-  Plan plan{1, 0, 0};
+Plan plan_gemm(int m, int n_pad, int k_pad, const Device& dev, int split_request, bool gptq_r) {
+  Plan plan{1, 0, 0, 0, 0.0, 0.0};
   if (m <= 0 || n_pad <= 0 || k_pad <= 0) return plan;
-  const int bm = gemm_tile_bm(m), bn = gemm_tile_bn(m);
-  const int tiles = ((n_pad + bn - 1) / bn) * ((m + bm - 1) / bm);
+  const GemmTileInfo t = gemm_tile_info(m, gptq_r);
+  const int tiles = ((n_pad + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
   const int ktiles = k_pad / 64;
-  int splits;
-  if (split_request > 0) {
-    splits = detail::clamp_splits(split_request > kMaxSplits ? kMaxSplits : split_request, ktiles,
-                                  kGemmMinKTilesPerSplit);
-  } else {
-    const int slots = (num_sms > 0 ? num_sms : 108) * gemm_tile_min_ctas(m);
-    splits = detail::auto_splits(tiles, ktiles, kGemmMinKTilesPerSplit, slots,
-                                 static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4);
-  }
-  plan.splits = splits;
-  if (plan.splits > 1) {
-    plan.partial_floats = static_cast<size_t>(plan.splits) * m * (n_pad);
-    plan.counters = tiles;
-  }
-  return plan;
+  const int sms = dev.sms > 0 ? dev.sms : detail::kFallbackSms;
+  const int per_sm = detail::resident_ctas(t.min_ctas, t.smem_per_cta, dev.smem_per_sm > 0 ? dev.smem_per_sm : detail::kFallbackSmemPerSm);
+  const detail::SplitPlan sp =
+      detail::plan_splits(tiles, ktiles, kGemmMinKTilesPerSplit, sms, per_sm, t.inflight_bytes,
+                          static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4, split_request);
+  return detail::to_plan(sp, m, n_pad, tiles);
 }
 
 template <typename T>

@@ -307,9 +307,20 @@ int launch_gemm_m(const W4Args& a, cudaStream_t stream) {
   return launch_gemm_tile<T, TileM128, G, GIDX>(a, stream);
 }
 
-inline int gemm_tile_bm(int m) { return m <= 16 ? 16 : (m <= 64 ? 64 : 128); }
-// CTAs per SM the tile is built for (its __launch_bounds__ minimum): the slots split-K planning fills.
-inline int gemm_tile_min_ctas(int m) { return m <= 16 ? TileM16::MIN_CTAS : (m <= 64 ? TileM64::MIN_CTAS : TileM128::MIN_CTAS); }
-inline int gemm_tile_bn(int m) { return m <= 16 ? TileM16::BN : (m <= 64 ? TileM64::BN : TileM128::BN); }
+// What plan_gemm needs of the tile launch_gemm_m picks for m: its size, the residency it is built for (the
+// __launch_bounds__ minimum), its shared memory per CTA and its weight bytes in flight.
+struct GemmTileInfo {
+  int bm, bn, min_ctas, smem_per_cta, inflight_bytes;
+};
+template <typename Tile, bool GIDX>
+constexpr GemmTileInfo gemm_tile_info() {
+  return {Tile::BM, Tile::BN, Tile::MIN_CTAS, StageLayout<Tile, GIDX>::kTotalBytes + kStaticSmemAllowance,
+          gemm_inflight_bytes<Tile>()};
+}
+inline GemmTileInfo gemm_tile_info(int m, bool gidx) {
+  if (m <= 16) return gidx ? gemm_tile_info<TileM16, true>() : gemm_tile_info<TileM16, false>();
+  if (m <= 64) return gidx ? gemm_tile_info<TileM64, true>() : gemm_tile_info<TileM64, false>();
+  return gidx ? gemm_tile_info<TileM128, true>() : gemm_tile_info<TileM128, false>();
+}
 
 }  // namespace awq

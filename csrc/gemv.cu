@@ -219,23 +219,20 @@ int dispatch_variant(const W4Args& a, cudaStream_t stream) {
 
 }  // namespace
 
-Plan plan_gemv(int m, int n_pad, int k_pad, int num_sms, int split_request, bool gptq_r) {
-  Plan plan{1, 0, 0};
+Plan plan_gemv(int m, int n_pad, int k_pad, const Device& dev, int split_request, bool gptq_r) {
+  Plan plan{1, 0, 0, 0, 0.0, 0.0};
   if (m <= 0 || n_pad <= 0 || k_pad <= 0) return plan;
   const int strips = (n_pad + kGemvStrip - 1) / kGemvStrip;
   const int chunks = k_pad / (16 * kGemvChunk);
-  if (split_request > 0) {
-    plan.splits = detail::clamp_splits(split_request > kMaxSplits ? kMaxSplits : split_request, chunks, kGemvWarps);
-  } else {
-    const int slots = (num_sms > 0 ? num_sms : 108) * gemv_min_ctas(gemv_rows(m), gptq_r);
-    plan.splits = detail::auto_splits(strips, chunks, kGemvWarps, slots, static_cast<double>(n_pad) * k_pad / 2,
-                                      static_cast<double>(m) * n_pad * 4);
-  }
-  if (plan.splits > 1) {
-    plan.partial_floats = static_cast<size_t>(plan.splits) * m * n_pad;
-    plan.counters = strips;
-  }
-  return plan;
+  const int maxm = gemv_rows(m);
+  const int smem = kGemvWarps * maxm * kGemvStrip * 4 + kStaticSmemAllowance;  // the reduction array
+  const int sms = dev.sms > 0 ? dev.sms : detail::kFallbackSms;
+  const int per_sm = detail::resident_ctas(gemv_min_ctas(maxm, gptq_r), smem,
+                                           dev.smem_per_sm > 0 ? dev.smem_per_sm : detail::kFallbackSmemPerSm);
+  const detail::SplitPlan sp =
+      detail::plan_splits(strips, chunks, kGemvWarps, sms, per_sm, kGemvInflightBytes,
+                          static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4, split_request);
+  return detail::to_plan(sp, m, n_pad, strips);
 }
 
 int w4a16_gemv(const W4Args& a, cudaStream_t stream) {

@@ -1,5 +1,6 @@
 // Host-side helpers shared by the launchers: argument validation, status strings, CUDA error capture.
 #include "launch_common.h"
+#include "tile_configs.cuh"
 
 namespace awq {
 namespace {
@@ -53,37 +54,57 @@ int clamp_splits(int request, int steps, int min_steps_per_split) {
   return s;
 }
 
-double wave_efficiency(int tiles, int splits, int steps, int slots) {
-  if (tiles <= 0 || splits <= 0 || steps <= 0 || slots <= 0) return 0.0;
-  const long ctas = static_cast<long>(tiles) * splits;
-  const long waves = (ctas + slots - 1) / slots;
-  const double fill = static_cast<double>(ctas) / (static_cast<double>(waves) * slots);
-  const int per = (steps + splits - 1) / splits;
-  return fill * static_cast<double>(steps) / (static_cast<double>(splits) * per);
+int resident_ctas(int min_ctas, int smem_per_cta, int smem_per_sm) {
+  const int by_smem = smem_per_sm / (smem_per_cta + kReservedSmemPerCta);
+  const int r = by_smem < min_ctas ? by_smem : min_ctas;
+  return r < 1 ? 1 : r;
 }
 
-int auto_splits(int tiles, int steps, int min_steps_per_split, int slots, double weight_bytes,
-                double partial_bytes_per_split) {
+SplitPlan split_stats(int tiles, int splits, int steps, int sms, int ctas_per_sm, int inflight_per_cta) {
+  SplitPlan p{splits, 0, ctas_per_sm, 0, 0.0, 0.0, 0.0, 0.0};
+  if (tiles <= 0 || splits <= 0 || steps <= 0 || sms <= 0 || ctas_per_sm <= 0) return p;
+  p.ctas = static_cast<long>(tiles) * splits;
+  const long per = (steps + splits - 1) / splits;
+  p.busiest_sm_steps = (p.ctas + sms - 1) / sms * per;
+  p.mean_sm_steps = static_cast<double>(tiles) * steps / sms;
+  p.wave_efficiency = p.mean_sm_steps / static_cast<double>(p.busiest_sm_steps);
+  const long slots = static_cast<long>(sms) * ctas_per_sm;
+  p.bytes_in_flight_per_sm = static_cast<double>(p.ctas < slots ? p.ctas : slots) / sms * inflight_per_cta;
+  const double cover = p.bytes_in_flight_per_sm / kInflightTargetPerSm;
+  p.latency_cover = cover < 1.0 ? cover : 1.0;
+  return p;
+}
+
+SplitPlan plan_splits(int tiles, int steps, int min_steps_per_split, int sms, int ctas_per_sm, int inflight_per_cta,
+                      double weight_bytes, double partial_bytes_per_split, int split_request) {
+  if (split_request > 0) {
+    const int s = clamp_splits(split_request > kMaxSplits ? kMaxSplits : split_request, steps, min_steps_per_split);
+    return split_stats(tiles, s, steps, sms, ctas_per_sm, inflight_per_cta);
+  }
+  const long slots = static_cast<long>(sms) * ctas_per_sm;
   const int cap = clamp_splits(kMaxSplits, steps, min_steps_per_split);
-  int best = 1;
-  double best_cost = 0.0;
-  for (int s = 1; s <= cap; ++s) {
+  SplitPlan best = split_stats(tiles, 1, steps, sms, ctas_per_sm, inflight_per_cta);
+  double best_cost = weight_bytes / best.efficiency();
+  for (int s = 2; s <= cap; ++s) {
     if (clamp_splits(s, steps, min_steps_per_split) != s) continue;  // would leave an empty slice
-    const double bytes = weight_bytes + (s > 1 ? 2.0 * s * partial_bytes_per_split : 0.0);  // write + read back
-    const double cost = bytes / wave_efficiency(tiles, s, steps, slots);
-    if (s == 1 || cost < best_cost * 0.999) {  // ties go to fewer splits (less partial traffic, fewer atomics)
-      best = s;
+    if (static_cast<long>(tiles) * s > slots) break;                 // a second wave: more splits only add more
+    const SplitPlan p = split_stats(tiles, s, steps, sms, ctas_per_sm, inflight_per_cta);
+    const double cost = (weight_bytes + 2.0 * s * partial_bytes_per_split) / p.efficiency();  // write + read back
+    if (cost < best_cost * 0.999) {
+      best = p;
       best_cost = cost;
     }
   }
   return best;
 }
 
-int current_sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
-  return sms;
+Plan to_plan(const SplitPlan& sp, int m, int n_pad, int tiles) {
+  Plan plan{sp.splits, 0, 0, sp.ctas_per_sm, sp.wave_efficiency, sp.bytes_in_flight_per_sm};
+  if (sp.splits > 1) {
+    plan.partial_floats = static_cast<size_t>(sp.splits) * m * n_pad;
+    plan.counters = tiles;
+  }
+  return plan;
 }
 
 }  // namespace detail

@@ -26,9 +26,12 @@ struct GemmTile {
 //   warp tile; 4 stages x 12 KB keep 24 KB of weights in flight per CTA, 4 CTAs per SM (MIN_CTAS 4: <= 128
 //   registers, 48 KB shared each); split-K fills the SMs when N / 256 is small.
 using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
-// 16 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 4 stages x 13 KB;
-//   MIN_CTAS 2 leaves up to 255 registers (it needs ~150).
-using TileM64 = GemmTile<64, 128, 2, 2, 4, 2>;
+// 16 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 5 stages x 13 KB = 65 KB,
+//   so 4 stages x 4 KB = 16 KB of weights in flight per CTA: the 2 CTAs per SM the planner counts on (MIN_CTAS 2,
+//   up to 255 registers: it needs ~165, GPTQ-R ~254) hold 32 KB per SM, above Little's law at 4.8 TB/s
+//   (29091 B at 4.8 TB/s x 800 ns / 132 SMs), on sm_80's 164 KB of shared memory too. (3 would fit on sm_90 by registers, but a
+//   third CTA needs no more bytes in flight, and planning 3 would cap GPTQ-R at 168 registers: it would spill.)
+using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
 // m > 64 (prefill up to the cuBLAS crossover): 2x4 warps of 64x32 (64 accumulators/thread, no spills);
 //   3 stages x 21 KB = 64 KB, above the 48 KB default, so the launcher raises the dynamic smem limit.
 //   MIN_CTAS 1: at 2 CTAs/SM ptxas caps it at 128 registers and spills on sm_90 (test_sass.py caught it).
@@ -55,7 +58,25 @@ __host__ __device__ constexpr int gemv_min_ctas(int maxm, bool gidx) {
 // Dequantize kernel: one thread per packed word, 256 threads per CTA.
 constexpr int kDequantThreads = 256;
 
-// Split-K (at most kMaxSplits, awq_kernels.h; the count is chosen by detail::auto_splits from the SM count):
+// Weight bytes a GEMM CTA keeps in flight: STAGES - 1 stages of BK x BN packed 4-bit weights.
+template <typename Tile>
+constexpr int gemm_inflight_bytes() { return (Tile::STAGES - 1) * Tile::BK * Tile::BN / 2; }
+// ... and a GEMV CTA: every warp holds one chunk of kGemvChunk 512-byte k16 rows.
+constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
+
+// Launch planning (launch_common.h plan_splits): the weight bytes in flight per SM a plan aims for. Little's law
+// for the target, the H200, asks 4.8 TB/s x 800 ns / 132 SMs = 29091 bytes per SM, but the 800 ns of loaded
+// DRAM latency is an assumption (awq_ext/bench/static_model.py) and latency grows near peak bandwidth, so plans
+// aim 1.5x higher: where a split count reaches that, its extra fp32 partials cost ~1 % of the weight traffic.
+// GPUs with less bandwidth per SM (H100, A100) need less, so the target is conservative there.
+constexpr int kInflightTargetPerSm = 44 * 1024;
+// Shared memory the runtime reserves per resident block (cudaDevAttrReservedSharedMemoryPerBlock on sm_80/90),
+// and an allowance for the kernels' static shared memory besides the stage ring (the split-K flag of
+// splitk.cuh); the static model checks the planned residency against the compiled kernels' real usage.
+constexpr int kReservedSmemPerCta = 1024;
+constexpr int kStaticSmemAllowance = 16;
+
+// Split-K (at most kMaxSplits, awq_kernels.h; the count is chosen by detail::plan_splits from the device):
 // never give a GEMM slice fewer than this many BK steps (nor a GEMV slice fewer chunks than it has warps).
 constexpr int kGemmMinKTilesPerSplit = 4;
 

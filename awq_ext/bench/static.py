@@ -22,7 +22,7 @@ from awq_ext.bench.sass_build import Toolchain, compile_unit, demangle
 from awq_ext.bench.static_kernels import HMMA_FLOPS, KernelConfig, launch_work, recognise
 from awq_ext.bench.static_model import (GPUS, ROW_GPU, GpuSpec, LaunchWork, fp16_baseline_us,
                                         issue_ceiling_bytes_per_s, littles_law_bytes_per_sm,
-                                        mma_ceiling_bytes_per_s, occupancy, predict_launch, waves)
+                                        mma_ceiling_bytes_per_s, occupancy, predict_launch)
 from awq_ext.errors import AWQInputError
 from awq_ext.kernels import CSRC_DIR, cache_root, source_hash
 from awq_ext.kernels.ops import choose_path
@@ -124,26 +124,27 @@ def find_kernel(reports: dict[str, KernelReport], family: str, dtype: str, varia
 def _launch_row(gpu: GpuSpec, rep: KernelReport, launch: static_launch.Launch, m: int, n: int, k: int,
                 group: int) -> dict:
     occ = occupancy(gpu, rep.res.registers, rep.cfg.threads, rep.smem_per_block)
-    wv = waves(launch.blocks, occ.blocks_per_sm, gpu.sms)
+    plan = launch.plan
     work = launch_work(rep.cfg, launch, m, n, k, group)
     instr = work.loop_iterations * rep.cfg.warps_per_iteration * rep.loop.path_instructions
     flops = work.loop_iterations * rep.cfg.warps_per_iteration * rep.loop.hmma * HMMA_FLOPS
-    t = predict_launch(gpu, LaunchWork(launch.blocks, occ.blocks_per_sm, work.read_bytes, work.write_bytes, instr,
+    resident = min(plan.ctas, plan.slots) / gpu.sms
+    t = predict_launch(gpu, LaunchWork(resident, plan.wave_efficiency, work.read_bytes, work.write_bytes, instr,
                                        flops, rep.cfg.weight_bytes_in_flight_per_block))
-    resident = min(launch.blocks, wv.slots) / gpu.sms
     mma = mma_ceiling_bytes_per_s(gpu, rep.mma_flops_per_byte)
     return {
         "kernel": rep.cfg.label, "grid": list(launch.grid), "blocks": launch.blocks, "threads": launch.threads,
         "splits": launch.splits, "registers": rep.res.registers, "spill_bytes": rep.res.spill_bytes,
         "smem_per_block": rep.smem_per_block, "blocks_per_sm": occ.blocks_per_sm, "occupancy_limiter": occ.limiter,
+        "planned_blocks_per_sm": plan.ctas_per_sm, "planned_residency_fits": plan.ctas_per_sm <= occ.blocks_per_sm,
         "instructions_per_weight_byte": round(rep.instructions_per_byte, 4),
         "instructions_per_weight_byte_by_class": rep.class_per_byte(),
         "issue_ceiling_tbps": round(issue_ceiling_bytes_per_s(gpu, rep.instructions_per_byte) / 1e12, 3),
         "mma_ceiling_tbps": None if mma == float("inf") else round(mma / 1e12, 3),
-        "bytes_in_flight_per_sm": round(rep.cfg.weight_bytes_in_flight_per_block * resident),
+        "bytes_in_flight_per_sm": round(plan.bytes_in_flight_per_sm),
         "resident_blocks_per_sm": round(resident, 3),
-        "waves": round(wv.waves, 3), "slice_balance": round(launch.slice_balance, 3),
-        "wave_efficiency": round(wv.efficiency * launch.slice_balance, 3),
+        "waves": round(plan.waves, 3), "busiest_sm_steps": plan.busiest_sm_steps,
+        "mean_sm_steps": round(plan.mean_sm_steps, 3), "wave_efficiency": round(plan.wave_efficiency, 3),
         "dram_read_bytes": int(work.read_bytes), "dram_write_bytes": int(work.write_bytes), "time": t.to_dict(),
     }
 
@@ -160,12 +161,13 @@ def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConsta
                 if path == "gemv" and m > consts.gemv_max_m:
                     continue
                 if path == "dequant_cublas":  # the dequantize kernel, then cuBLAS modelled as the ideal FP16 GEMM
-                    launch = static_launch.dequant_launch(consts, n, k)
-                    rep = find_kernel(reports, "dequant", dtype, variant, None, launch.config)
+                    rep = find_kernel(reports, "dequant", dtype, variant, None, "dequant")
+                    occ = occupancy(gpu, rep.res.registers, rep.cfg.threads, rep.smem_per_block)
+                    launch = static_launch.dequant_launch(consts, n, k, gpu.sms, occ.blocks_per_sm)
                     extra, extra_no_launch, suffix = fp16, fp16_no_launch, " + ideal fp16 GEMM"
                 else:
-                    launch = (static_launch.gemv_launch(consts, m, n, k, gpu.sms, variant == "gptq_r") if path == "gemv"
-                              else static_launch.gemm_launch(consts, m, n, k, gpu.sms))
+                    plan_of = static_launch.gemv_launch if path == "gemv" else static_launch.gemm_launch
+                    launch = plan_of(consts, m, n, k, gpu.sms, gpu.smem_per_sm, variant == "gptq_r")
                     rep = find_kernel(reports, launch.kernel, dtype, variant, group, launch.config)
                     extra, extra_no_launch, suffix = 0.0, 0.0, ""
                 row = {"arch": arch, "gpu": gpu.name, "hbm_tbps": gpu.hbm_tbps, "shape": f"{n}x{k}", "n": n, "k": k,
@@ -219,6 +221,7 @@ def acceptance(row: dict) -> dict:
         "no_spills": row["spill_bytes"] == 0,
         "littles_law": row["bytes_in_flight_per_sm"] >= row["littles_law_bytes_per_sm"],
         "wave_efficiency": row["wave_efficiency"] >= 0.9,
+        "planned_residency_fits": row["planned_residency_fits"],
     }
     return {"issue_ceiling_needed_tbps": need, **checks,
             "all": all(v for v in checks.values() if v is not None)}
@@ -244,8 +247,9 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                      "shape_convention": "NxK: N = out_features, K = in_features; y[M, N] = x[M, K] @ W[N, K]^T",
                      "gpus": {g.name: g.to_dict() for g in GPUS.values()},
                      "model": {"time": (
-                         "per wave: max(DRAM bytes / min(HBM, bytes in flight / latency), busiest SM's hot-loop "
-                         "warp-instructions / (4/clk x clock), busiest SM's mma FLOPs / mma.sync rate); + launch "
+                         "max(DRAM bytes / min(HBM, resident blocks' bytes in flight / latency), hot-loop "
+                         "warp-instructions / (SMs x 4/clk x clock), mma FLOPs / (SMs x mma.sync rate)) / wave "
+                         "efficiency (the busiest SM sets the time; the launcher's plan, static_launch.py); + launch "
                          "overhead; dequant_cublas = dequant kernel + ideal FP16 GEMM"),
                          "fp16_baseline": "ideal: 16-bit weights + activations + outputs once at HBM bandwidth, or the "
                                           "dense tensor rate if slower, + one launch"},
@@ -256,12 +260,16 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                          "issue_ceiling_tbps": "packed-weight TB/s at which the hot loop's warp-instructions fill "
                                                "4 issue slots/clock on every SM",
                          "bytes_in_flight_per_sm": "packed weight bytes the resident blocks keep in flight (peak), "
-                                                   "averaged over the SMs, in the first wave",
+                                                   "averaged over the SMs (launch_common.cu split_stats)",
                          "littles_law_bytes_per_sm": "HBM bandwidth x DRAM latency / SMs",
-                         "wave_efficiency": "blocks / (ceil(blocks / slots) x slots) x slice_balance, slots = blocks/SM x "
-                                            "SMs, slice_balance = K steps / (splits x steps of the longest "
-                                            "split-K slice) (launch_common.cu wave_efficiency, at the "
-                                            "occupancy the model computes)",
+                         "planned_blocks_per_sm": "the residency the launcher's plan counts on (launch_common.cu "
+                                                  "resident_ctas); planned_residency_fits: the compiled kernel's "
+                                                  "occupancy (blocks_per_sm) holds it",
+                         "wave_efficiency": "mean SM work / busiest SM work in K steps: the busiest SM runs "
+                                            "ceil(blocks / SMs) blocks of the longest split-K slice (uneven slices, "
+                                            "unequal blocks per SM and wave tails all count); computed by the "
+                                            "launcher's planning function (launch_common.cu split_stats, mirrored "
+                                            "in awq_ext/bench/static_launch.py and tested against it)",
                          "predicted_speedup_vs_fp16": "ideal FP16 time / predicted time, both with launch overhead",
                          "acceptance": "issue 17's criteria, on chosen rows only"},
                      "configs": [], "rows": [], "dispatch": {}}
@@ -300,8 +308,9 @@ CONFIG_COLUMNS = (
 )
 ROW_COLUMNS = (
     ("shape", "shape NxK", ""), ("m", "M", "d"), ("path", "path", ""), ("mark", "pick", ""), ("kernel", "kernel", ""),
-    ("blocks", "blocks", "d"), ("blocks_per_sm", "blk/SM", "d"), ("waves", "waves", ".2f"),
-    ("wave_efficiency", "wave eff", ".2f"), ("inflight_kb", "KB in flight/SM", ".1f"), ("little_kb", "Little KB", ".1f"),
+    ("blocks", "blocks", "d"), ("blocks_per_sm", "blk/SM", "d"), ("planned_blocks_per_sm", "plan blk/SM", "d"),
+    ("waves", "waves", ".2f"), ("busiest_sm_steps", "busiest SM steps", "d"), ("mean_sm_steps", "mean", ".1f"),
+    ("wave_efficiency", "wave eff", ".3f"), ("inflight_kb", "KB in flight/SM", ".1f"), ("little_kb", "Little KB", ".1f"),
     ("issue_ceiling_tbps", "issue TB/s", ".2f"), ("bound", "bound", ""), ("predicted_us", "pred us", ".2f"),
     ("fp16_ideal_us", "fp16 us", ".2f"), ("predicted_speedup_vs_fp16", "x fp16", ".2f"),
     ("predicted_speedup_vs_fp16_no_launch", "x fp16 (no launch)", ".2f"), ("bandwidth_limit_ratio", "limit", ".3f"),
@@ -309,7 +318,7 @@ ROW_COLUMNS = (
 CHECK_COLUMNS = (
     ("shape", "shape NxK", ""), ("m", "M", "d"), ("path", "picked path", ""), ("issue_ceiling_tbps", "issue TB/s", ".2f"),
     ("need", "needs", ".2f"), ("issue_ok", "issue ok", ""), ("no_spills", "0 spills", ""), ("littles_law", "Little ok", ""),
-    ("wave_ok", "waves >= 0.9", ""), ("all", "ALL", ""),
+    ("wave_ok", "waves >= 0.9", ""), ("fits", "plan fits", ""), ("all", "ALL", ""),
 )
 
 
@@ -350,6 +359,7 @@ def format_report(payload: dict) -> str:
         checks = [{**r, **r["acceptance"], "need": r["acceptance"]["issue_ceiling_needed_tbps"],
                    "issue_ok": _yes(r["acceptance"]["issue_ceiling"]), "no_spills": _yes(r["acceptance"]["no_spills"]),
                    "littles_law": _yes(r["acceptance"]["littles_law"]), "wave_ok": _yes(r["acceptance"]["wave_efficiency"]),
+                   "fits": _yes(r["acceptance"]["planned_residency_fits"]),
                    "all": _yes(r["acceptance"]["all"])}
                   for r in payload["rows"] if r["arch"] == arch and r["chosen"]]
         current = sorted({(r["m"], r["current_table_pick"]) for r in payload["rows"] if r["arch"] == arch})

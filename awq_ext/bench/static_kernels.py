@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from awq_ext.bench.sass import LoopStats, SassError
-from awq_ext.bench.static_launch import CsrcConstants, GemmTileCfg, Launch, padded
+from awq_ext.bench.static_launch import CsrcConstants, Launch, gemm_dynamic_smem, gemm_inflight_bytes, padded
 
 HMMA_FLOPS = 16 * 8 * 16 * 2  # one HMMA.16816 (mma.m16n8k16)
 # Dequantizing a 32-bit word of eight codes takes at least one integer/bit op per fp16x2/bf16x2 pair (4 per
@@ -64,15 +64,6 @@ class KernelConfig:
                             "issues per iteration; update awq_ext/bench/static_kernels.py")
 
 
-def gemm_dynamic_smem(tile: GemmTileCfg, gidx: bool) -> int:
-    """StageLayout<Tile, GIDX>::kTotalBytes (gemm.cuh)."""
-    a = tile.bm * tile.bk * 2
-    b = tile.bk * tile.bn // 2
-    s = 0 if gidx else 2 * 2 * tile.bn * 2
-    i = tile.bk * 4 if gidx else 0
-    return (a + b + s + i) * tile.stages
-
-
 _GEMM = re.compile(r"w4a16_gemm_kernel<(\w+), awq::GemmTile<(\d+), (\d+), (\d+), (\d+), (\d+), (\d+)>, (\d+), (true|false)>")
 _GEMV = re.compile(r"w4a16_gemv_kernel<(\w+), (\d+), (\d+), (true|false)>")
 _DEQ = re.compile(r"w4_dequant_kernel<(\w+), (true|false)>")
@@ -96,7 +87,7 @@ def _recognise_gemm(m: re.Match, mangled: str, demangled: str, c: CsrcConstants)
     return KernelConfig(mangled, demangled, "gemm", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq",
                         None if gidx else int(m.group(8)), tile.name, tile.threads, gemm_dynamic_smem(tile, gidx),
                         weight_bytes_per_iteration=per_stage, warps_per_iteration=tile.threads // 32,
-                        weight_bytes_in_flight_per_block=(tile.stages - 1) * per_stage,
+                        weight_bytes_in_flight_per_block=gemm_inflight_bytes(tile),
                         expected_hmma_per_iteration=(tile.bk // 16) * nt16 * 2 * mt, min_stream_loads_per_iteration=1)
 
 
@@ -107,7 +98,7 @@ def _recognise_gemv(m: re.Match, mangled: str, demangled: str, c: CsrcConstants)
     return KernelConfig(mangled, demangled, "gemv", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq",
                         None if gidx else int(m.group(3)), f"MAXM={m.group(2)}", c.gemv_warps * 32, 0,
                         weight_bytes_per_iteration=per_warp, warps_per_iteration=1,
-                        weight_bytes_in_flight_per_block=c.gemv_warps * per_warp,
+                        weight_bytes_in_flight_per_block=c.gemv_inflight_bytes,
                         expected_hmma_per_iteration=0, min_stream_loads_per_iteration=c.gemv_chunk)
 
 
@@ -157,4 +148,4 @@ def launch_work(cfg: KernelConfig, launch: Launch, m: int, n: int, k: int, group
                 weights / cfg.weight_bytes_per_iteration)
 
 
-__all__ = ["FAMILIES", "HMMA_FLOPS", "KernelConfig", "Work", "gemm_dynamic_smem", "launch_work", "recognise"]
+__all__ = ["FAMILIES", "HMMA_FLOPS", "KernelConfig", "Work", "launch_work", "recognise"]

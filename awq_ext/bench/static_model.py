@@ -3,13 +3,14 @@ occupancy, the issue-rate ceiling, Little's law, waves, and the predicted time o
 
 Everything here is a PREDICTION from datasheet figures and stated assumptions, never a measurement.
 
-Model of one launch (``predict_launch``): blocks run in waves of ``blocks_per_sm * SMs``; a wave of ``b``
-blocks takes the largest of
-  * its DRAM loads / min(HBM bandwidth, bytes in flight of its b blocks / DRAM latency)  (Little's law),
+Model of one launch (``predict_launch``), on the plan of awq_ext/bench/static_launch.py (the launchers' own
+planning function, mirrored): the launch takes the largest of
+  * its DRAM loads / min(HBM bandwidth, bytes in flight of its resident blocks / DRAM latency) (Little's law),
     or all its DRAM bytes (loads + stores) / HBM bandwidth, whichever is longer,
-  * the warp-instructions of the busiest SM (ceil(b / SMs) blocks) / (4 per clock x clock),
-  * the mma FLOPs of the busiest SM / the SM's mma.sync rate,
-and the launch adds a fixed overhead. Only the hot loop's instructions are counted (prologue, epilogue and
+  * its hot-loop warp-instructions spread over the SMs / (4 per clock x clock),
+  * its mma FLOPs spread over the SMs / the SM's mma.sync rate,
+each divided by the plan's wave efficiency (mean SM work / busiest SM work: the busiest SM sets the time),
+and adds a fixed launch overhead. Only the hot loop's instructions are counted (prologue, epilogue and
 split-K reduction are left out), so the issue term is a lower bound.
 """
 from __future__ import annotations
@@ -149,35 +150,18 @@ def littles_law_bytes_per_sm(gpu: GpuSpec, bandwidth_tbps: float | None = None) 
     return bw * gpu.dram_latency_ns * 1e-9 / gpu.sms
 
 
-@dataclass(frozen=True)
-class Waves:
-    slots: int          # blocks resident at once over the whole GPU
-    waves: float        # blocks / slots
-    full_waves: int     # ceil
-    efficiency: float   # waves / ceil(waves): the share of block slots the launch uses
-
-
-def waves(blocks: int, blocks_per_sm: int, sms: int) -> Waves:
-    if blocks <= 0 or blocks_per_sm <= 0 or sms <= 0:
-        raise AWQInputError(f"waves needs positive blocks, blocks/SM and SMs; got {blocks}, {blocks_per_sm}, {sms}")
-    slots = blocks_per_sm * sms
-    w = blocks / slots
-    full = math.ceil(w)
-    return Waves(slots, w, full, w / full)
-
-
 # ---- time -----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LaunchWork:
-    """What one launch does, in totals over the grid."""
+    """What one launch does, in totals over the grid, and how its plan spreads it over the SMs."""
 
-    blocks: int
-    blocks_per_sm: int
-    dram_read_bytes: float     # bytes loaded from DRAM (these need bytes in flight: Little's law)
-    dram_write_bytes: float    # bytes stored (fire and forget: bounded by bandwidth only)
-    instructions: float        # warp-instructions (hot loop only)
-    mma_flops: float           # FLOPs issued to mma.sync (padding rows included)
+    resident_blocks_per_sm: float  # blocks resident at once, averaged over the SMs (min(blocks, slots) / SMs)
+    wave_efficiency: float         # mean SM work / busiest SM work (static_launch.SplitPlan)
+    dram_read_bytes: float         # bytes loaded from DRAM (these need bytes in flight: Little's law)
+    dram_write_bytes: float        # bytes stored (fire and forget: bounded by bandwidth only)
+    instructions: float            # warp-instructions (hot loop only)
+    mma_flops: float               # FLOPs issued to mma.sync (padding rows included)
     bytes_in_flight_per_block: float
 
 
@@ -196,25 +180,19 @@ class LaunchTime:
 
 def predict_launch(gpu: GpuSpec, w: LaunchWork, bandwidth_tbps: float | None = None) -> LaunchTime:
     """Predicted time of one launch (see the module docstring)."""
+    if w.resident_blocks_per_sm <= 0 or not 0 < w.wave_efficiency <= 1:
+        raise AWQInputError(f"a launch needs resident blocks > 0 and 0 < wave efficiency <= 1; got "
+                            f"{w.resident_blocks_per_sm}, {w.wave_efficiency}")
     bw = (bandwidth_tbps if bandwidth_tbps is not None else gpu.hbm_tbps) * 1e12
-    wv = waves(w.blocks, w.blocks_per_sm, gpu.sms)
-    full, tail = divmod(w.blocks, wv.slots)
-    terms = {"memory": 0.0, "issue": 0.0, "mma": 0.0}
-    total = 0.0
-    for b, count in ((wv.slots, full), (tail, 1 if tail else 0)):
-        if count == 0:
-            continue
-        share = b / w.blocks
-        per_sm = math.ceil(b / gpu.sms)  # blocks on the busiest SM
-        read_bw = min(bw, b * w.bytes_in_flight_per_block / (gpu.dram_latency_ns * 1e-9))
-        mem = share * max(w.dram_read_bytes / read_bw, (w.dram_read_bytes + w.dram_write_bytes) / bw)
-        issue = per_sm * (w.instructions / w.blocks) / (gpu.issue_per_clk_per_sm * gpu.clock_ghz * 1e9)
-        mma = per_sm * (w.mma_flops / w.blocks) / gpu.mma_flops_per_sm
-        for k, v in (("memory", mem), ("issue", issue), ("mma", mma)):
-            terms[k] += count * v
-        total += count * max(mem, issue, mma)
+    read_bw = min(bw, w.resident_blocks_per_sm * gpu.sms * w.bytes_in_flight_per_block / (gpu.dram_latency_ns * 1e-9))
+    terms = {
+        "memory": max(w.dram_read_bytes / read_bw, (w.dram_read_bytes + w.dram_write_bytes) / bw),
+        "issue": w.instructions / gpu.sms / (gpu.issue_per_clk_per_sm * gpu.clock_ghz * 1e9),
+        "mma": w.mma_flops / gpu.sms / gpu.mma_flops_per_sm,
+    }
+    terms = {k: v / w.wave_efficiency for k, v in terms.items()}
     bound = max(terms, key=lambda k: terms[k])
-    return LaunchTime(total * 1e6 + gpu.launch_overhead_us, terms["memory"] * 1e6, terms["issue"] * 1e6,
+    return LaunchTime(terms[bound] * 1e6 + gpu.launch_overhead_us, terms["memory"] * 1e6, terms["issue"] * 1e6,
                       terms["mma"] * 1e6, gpu.launch_overhead_us, bound)
 
 
@@ -227,6 +205,6 @@ def fp16_baseline_us(gpu: GpuSpec, m: int, n: int, k: int, bandwidth_tbps: float
     return t * 1e6 + (gpu.launch_overhead_us if launch else 0.0)
 
 
-__all__ = ["GPUS", "ROW_GPU", "GpuSpec", "LaunchTime", "LaunchWork", "Occupancy", "Waves", "fp16_baseline_us",
+__all__ = ["GPUS", "ROW_GPU", "GpuSpec", "LaunchTime", "LaunchWork", "Occupancy", "fp16_baseline_us",
            "issue_ceiling_bytes_per_s", "littles_law_bytes_per_sm", "mma_ceiling_bytes_per_s", "occupancy",
-           "predict_launch", "waves"]
+           "predict_launch"]

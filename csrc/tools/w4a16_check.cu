@@ -152,15 +152,18 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMemcpy(d_gidx, g_idx.data(), g_idx.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_x, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
 
-  int sms = 0, dev = 0;
+  int dev = 0;
+  awq::Device limits{0, 0};
   CHECK_CUDA(cudaGetDevice(&dev));
-  CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CHECK_CUDA(cudaDeviceGetAttribute(&limits.sms, cudaDevAttrMultiProcessorCount, dev));
+  CHECK_CUDA(cudaDeviceGetAttribute(&limits.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
   const double tol = bf16 ? 1e-2 : 2e-3;
   int failures = 0;
 
   for (int path = 0; path < 2; ++path) {  // 0: GEMV, 1: GEMM
     if (path == 0 && m > awq::kGemvMaxM) continue;
-    const awq::Plan plan = path == 0 ? awq::plan_gemv(m, n_pad, k_pad, sms, 0, gidx != 0) : awq::plan_gemm(m, n_pad, k_pad, sms, 0);
+    const awq::Plan plan = path == 0 ? awq::plan_gemv(m, n_pad, k_pad, limits, 0, gidx != 0)
+                                       : awq::plan_gemm(m, n_pad, k_pad, limits, 0, gidx != 0);
     float* d_part = nullptr;
     int* d_cnt = nullptr;
     if (plan.splits > 1) {

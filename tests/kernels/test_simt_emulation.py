@@ -186,6 +186,7 @@ CASES = [
     ("gemm", torch.float16, 1, 40, 96, 32, False, 0, True),
     ("gemm", torch.bfloat16, 15, 136, 160, 32, True, 0, True),
     ("gemm", torch.float16, 17, 264, 640, 128, False, 3, False),
+    ("gemm", torch.float16, 33, 136, 1216, 64, False, 4, True),
     ("gemm", torch.bfloat16, 31, 40, 320, 64, True, 2, True),
     ("gemm", torch.float16, 64, 136, 256, 32, False, 0, False),
     ("gemm", torch.bfloat16, 65, 136, 192, 64, False, 0, True),
@@ -209,9 +210,48 @@ def test_split_k_really_splits(driver, tmp_path):
 
 
 def test_auto_split_fills_the_sms(driver, tmp_path):
-    """split_k=0: the planner derives the split from the SM count (4 here): 3 strips alone fill 3 of 16 slots."""
+    """split_k=0: the planner derives the split from the device (4 SMs here): 3 strips alone leave one SM idle;
+    3 x 4 splits of 8 chunks (the most: a slice takes >= 8 chunks, one per warp) put 3 CTAs on every SM, each SM
+    doing the mean 24 chunks: wave efficiency 1."""
     out = _run_case(driver, tmp_path, "gemv", torch.float16, 1, 136, 2048, 64, False, sms=4)
-    assert "splits 4" in out, out
+    assert "splits 4 " in out and "wave_efficiency 1.0" in out, out
+
+
+def test_auto_planned_uneven_split_runs_concurrently(driver, tmp_path):
+    """The planner's own pick on 4 SMs for a GEMM of 2 tiles x 19 k-tiles: 4 splits of 5, 5, 5, 4 (8 CTAs, 2 per SM:
+    busiest 10 k-tiles vs a mean of 9.5; 2 splits would leave 1 CTA, 24 KB in flight, per SM), run with CTAs on 4
+    host threads, bit for bit."""
+    out = _run_case(driver, tmp_path, "gemm", torch.bfloat16, 3, 264, 1216, 64, False, sms=4, threads=4, seed=3)
+    assert "splits 4 " in out and "wave_efficiency 0.95" in out, out
+
+
+def test_plans_match_the_static_model_mirror(driver, tmp_path):
+    """plan_gemm / plan_gemv as compiled (the launcher's planner) agree with awq_ext/bench/static_launch.py, which
+    the static model reports from, on a sweep: every field, doubles bit for bit."""
+    from awq_ext.bench import static_launch
+
+    c = static_launch.read_constants(CSRC)
+    cases = [(path, m, n, k, sms, smem, gidx, req)
+             for path in (0, 1) for m in (1, 2, 3, 5, 8, 16, 17, 32, 64, 65, 200)
+             for n, k in ((4096, 11008), (11008, 4096), (136, 2048), (40, 320), (28672, 8192))
+             for sms, smem in ((132, 233472), (108, 167936), (4, 233472), (0, 0), (46, 102400))
+             for gidx in (0, 1) for req in (0, 3) if path == 1 or m <= 8]
+    (tmp_path / "plans.txt").write_text("".join(" ".join(map(str, cs)) + "\n" for cs in cases))
+    r = subprocess.run([str(driver), "--plans", str(tmp_path / "plans.txt")], capture_output=True, text=True,
+                       timeout=120, check=True)
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(cases)
+    for (path, m, n, k, sms, smem, gidx, req), line in zip(cases, lines):
+        launch = (static_launch.gemv_launch if path == 0 else static_launch.gemm_launch)(
+            c, m, n, k, sms, smem, bool(gidx), split_request=req)
+        p = launch.plan
+        n_pad = -(-n // 16) * 16
+        tiles = launch.grid[0] * (launch.grid[1] if path == 1 else 1)  # GEMM: N x M tiles; GEMV: strips
+        want = (p.splits, p.splits * m * n_pad if p.splits > 1 else 0, tiles if p.splits > 1 else 0, p.ctas_per_sm,
+                p.wave_efficiency, p.bytes_in_flight_per_sm)
+        splits, floats, counters, per_sm, eff, inflight = line.split()
+        got = (int(splits), int(floats), int(counters), int(per_sm), float(eff), float(inflight))
+        assert got == want, (path, m, n, k, sms, smem, gidx, req)
 
 
 # Split-K cases whose CTAs run concurrently on 4 host threads: the cross-CTA reduction (partials, fence, relaxed
@@ -221,6 +261,8 @@ CONCURRENT = [
     ("gemv", torch.bfloat16, 3, 136, 1024, 32, True, 2),
     ("gemm", torch.float16, 5, 264, 1024, 128, False, 4),
     ("gemm", torch.bfloat16, 17, 136, 512, 32, True, 2),
+    ("gemm", torch.float16, 47, 264, 1216, 64, False, 4),  # 19 k-tiles in slices of 5, 5, 5, 4
+    ("gemv", torch.float16, 7, 72, 2240, 32, False, 3),      # 35 chunks in slices of 12, 12, 11
 ]
 
 

@@ -16,7 +16,7 @@ import pytest
 from awq_ext.bench import sass, static_launch
 from awq_ext.bench.sass import SassError
 from awq_ext.bench.static_model import (GPUS, LaunchWork, fp16_baseline_us, issue_ceiling_bytes_per_s,
-                                        littles_law_bytes_per_sm, occupancy, predict_launch, waves)
+                                        littles_law_bytes_per_sm, occupancy, predict_launch)
 from awq_ext.errors import AWQInputError, KernelUnavailableError
 
 H200 = GPUS["H200"]
@@ -233,31 +233,25 @@ def test_ceilings_and_littles_law():
         issue_ceiling_bytes_per_s(H200, 0)
 
 
-def test_waves():
-    w = waves(688, 4, 132)  # issue 17: 688 blocks where 528 fit
-    assert (w.slots, w.full_waves) == (528, 2)
-    assert w.waves == pytest.approx(688 / 528) and w.efficiency == pytest.approx(688 / 1056)
-    assert waves(528, 4, 132).efficiency == 1.0
-    assert waves(264, 4, 132).efficiency == pytest.approx(0.5)
-
-
 def test_predicted_launch_time():
     lat = H200.dram_latency_ns * 1e-9
-    # one full wave (264 = 2 x 132), plenty in flight: 26.4 MB at 4.8 TB/s = 5.5 us, + 2 us launch
-    t = predict_launch(H200, LaunchWork(264, 2, 26.4e6, 0.0, 0.0, 0.0, 1e5))
+    # 2 blocks per SM resident, balanced, plenty in flight: 26.4 MB at 4.8 TB/s = 5.5 us, + 2 us launch
+    t = predict_launch(H200, LaunchWork(2.0, 1.0, 26.4e6, 0.0, 0.0, 0.0, 1e5))
     assert t.bound == "memory" and t.total_us == pytest.approx(5.5 + 2.0)
     # 1000 B in flight per block: 264e3 B / 800 ns = 0.33 TB/s -> 80 us
-    t = predict_launch(H200, LaunchWork(264, 2, 26.4e6, 0.0, 0.0, 0.0, 1000.0))
+    t = predict_launch(H200, LaunchWork(2.0, 1.0, 26.4e6, 0.0, 0.0, 0.0, 1000.0))
     assert t.memory_us == pytest.approx(26.4e6 / (264 * 1000 / lat) * 1e6)
     # stores are bandwidth-bound only
-    t = predict_launch(H200, LaunchWork(264, 2, 0.0, 48e6, 0.0, 0.0, 1.0))
+    t = predict_launch(H200, LaunchWork(2.0, 1.0, 0.0, 48e6, 0.0, 0.0, 1.0))
     assert t.memory_us == pytest.approx(10.0)
-    # issue-bound: 2 blocks per SM x 7920 warp-instructions / (4 x 1.98e9) = 2 us
-    t = predict_launch(H200, LaunchWork(264, 2, 0.0, 0.0, 264 * 7920.0, 0.0, 1.0))
+    # issue-bound: 264 blocks x 7920 warp-instructions over 132 SMs / (4 x 1.98e9) = 2 us
+    t = predict_launch(H200, LaunchWork(2.0, 1.0, 0.0, 0.0, 264 * 7920.0, 0.0, 1.0))
     assert t.bound == "issue" and t.issue_us == pytest.approx(2.0)
-    # a tail: 300 blocks at 2/SM = one wave of 264 + 36 blocks on 36 SMs (one each), issue-bound
-    t = predict_launch(H200, LaunchWork(300, 2, 0.0, 0.0, 300 * 7920.0, 0.0, 1.0))
-    assert t.issue_us == pytest.approx(2.0 + 1.0)
+    # the busiest SM sets the time: at wave efficiency 0.8 every term is 1 / 0.8 longer
+    t = predict_launch(H200, LaunchWork(2.0, 0.8, 26.4e6, 0.0, 264 * 7920.0, 0.0, 1e5))
+    assert t.memory_us == pytest.approx(5.5 / 0.8) and t.issue_us == pytest.approx(2.0 / 0.8)
+    with pytest.raises(AWQInputError):
+        predict_launch(H200, LaunchWork(2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 
 
 def test_fp16_baseline():
@@ -271,7 +265,7 @@ def test_fp16_baseline():
 def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
     (tmp_path / "tile_configs.cuh").write_text(textwrap.dedent(f"""
         using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
-        using TileM64 = GemmTile<64, 128, 2, 2, 4, 2>;
+        using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
         using TileM128 = GemmTile<128, 128, 2, 4, 3, 1>;
         constexpr int kGemvWarps = 8;
         constexpr int kGemvThreads = kGemvWarps * 32;
@@ -282,32 +276,67 @@ def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
           return gidx || maxm > 4 ? 2 : (maxm <= 1 ? 4 : 3);
         }}
         constexpr int kDequantThreads = 256;
+        template <typename Tile>
+        constexpr int gemm_inflight_bytes() {{ return (Tile::STAGES - 1) * Tile::BK * Tile::BN / 2; }}
+        constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
+        constexpr int kInflightTargetPerSm = 44 * 1024;
+        constexpr int kReservedSmemPerCta = 1024;
+        constexpr int kStaticSmemAllowance = 16;
         constexpr int kGemmMinKTilesPerSplit = 4;
         """))
     (tmp_path / "awq_kernels.h").write_text("constexpr int kGemvMaxM = 8;\nconstexpr int kMaxSplits = 16;\n")
+    (tmp_path / "launch_common.h").write_text("constexpr int kFallbackSms = 108;\nconstexpr int kFallbackSmemPerSm = 164 * 1024;\n")
     return static_launch.read_constants(tmp_path)
+
+
+def test_split_stats_by_hand(tmp_path):
+    c = _consts(tmp_path)
+    # 4096x11008 at M = 16: 16 tiles x 16 splits of 11 k-tiles (the last 7): 256 CTAs, at most 2 on an SM -> the
+    # busiest SM does 22 k-tiles, the mean is 16 x 172 / 132 = 20.85: 0.948 (under half of the 528 slots used,
+    # yet no SM idles: the old blocks / slots measure said 0.47)
+    p = static_launch.split_stats(c, 16, 16, 172, 132, 4, 24576)
+    assert (p.ctas, p.busiest_sm_steps, p.slots) == (256, 22, 528)
+    assert p.wave_efficiency == pytest.approx(16 * 172 / 132 / 22) and p.waves == pytest.approx(256 / 528)
+    assert p.bytes_in_flight_per_sm == pytest.approx(256 / 132 * 24576) and p.latency_cover == 1.0
+    # issue 17's 11008x4096: 43 tiles x 11 splits of 6 k-tiles (the last 4) = 473 CTAs, 4 on the busiest SM: 24
+    assert static_launch.split_stats(c, 43, 11, 64, 132, 4, 24576).wave_efficiency == pytest.approx(43 * 64 / 132 / 24)
+    # a wave tail: 688 one-step CTAs, 528 slots: the busiest SM runs 6, the mean is 5.21
+    p = static_launch.split_stats(c, 688, 1, 1, 132, 4, 24576)
+    assert p.busiest_sm_steps == 6 and p.wave_efficiency == pytest.approx(688 / 132 / 6)
+    # too few bytes in flight: 129 CTAs of 24 KB on 132 SMs hold 23.5 KB per SM, 0.53 of kInflightTargetPerSm
+    assert static_launch.split_stats(c, 129, 1, 64, 132, 4, 24576).latency_cover == pytest.approx(129 / 132 * 24576 / 45056)
+    # residency: the launch-bounds minimum unless shared memory holds fewer (1 KB reserved per CTA)
+    assert static_launch.resident_ctas(c, 4, 49168, 233472) == 4
+    assert static_launch.resident_ctas(c, 4, 49168, 167936) == 3
+    assert static_launch.resident_ctas(c, 2, 300000, 233472) == 1
 
 
 def test_launch_grids_mirror_the_launchers(tmp_path):
     c = _consts(tmp_path)
-    # GEMV 11008x4096 (N x K), M = 1: 172 strips, 64 chunks, 4 CTAs/SM -> 528 slots; splits <= 64 / 8 warps = 8.
-    # s = 3: 516 CTAs fill 516/528 of one wave, slices of 22 chunks (64 / 66): 0.948, the best -> 516 blocks
-    g = static_launch.gemv_launch(c, 1, 11008, 4096, 132)
+    h200 = (132, 233472)
+    # GEMV 11008x4096 (N x K), M = 1: 172 strips, 64 chunks, 4 CTAs/SM -> 528 slots; 3 splits of 22 chunks: 516
+    # CTAs, 4 on the busiest SM (88 chunks vs a mean of 83.4: 0.948); 4 splits would need a second wave
+    g = static_launch.gemv_launch(c, 1, 11008, 4096, *h200)
     assert (g.grid, g.config, g.threads, g.steps) == ((172, 3, 1), "MAXM=1", 256, 64) and g.blocks == 516
-    assert static_launch.wave_efficiency(172, 3, 64, 528) == pytest.approx(516 / 528 * 64 / 66)
+    assert g.plan.wave_efficiency == pytest.approx(172 * 64 / 132 / 88)
     # GPTQ-R builds for 2 CTAs/SM (264 slots): 64 strips x 4 splits = 256 CTAs, slices of 43 chunks
-    assert static_launch.gemv_launch(c, 1, 4096, 11008, 132, gptq_r=True).grid == (64, 4, 1)
-    # GEMM 4096x11008, M = 1: 16 tiles of 256 columns, 172 k-tiles; every split count leaves the GPU under half
-    # full, so the most allowed (kMaxSplits = 16, slices of 11 k-tiles) wins: 256 of 528 slots, 0.474
-    g = static_launch.gemm_launch(c, 1, 4096, 11008, 132)
+    assert static_launch.gemv_launch(c, 1, 4096, 11008, *h200, gptq_r=True).grid == (64, 4, 1)
+    # GEMM 4096x11008, M = 1..16: 16 tiles of 256 columns, 172 k-tiles: 16 splits (8 would leave 1 CTA, 24 KB,
+    # per SM: below Little's law)
+    g = static_launch.gemm_launch(c, 1, 4096, 11008, *h200)
     assert (g.grid, g.config, g.threads) == ((16, 1, 16), "TileM16", 128)
-    assert static_launch.wave_efficiency(16, 16, 172, 528) == pytest.approx(256 / 528 * 172 / 176)
-    assert static_launch.gemm_launch(c, 1, 11008, 4096, 132).grid == (43, 1, 11)
-    assert static_launch.gemm_launch(c, 32, 11008, 4096, 132).config == "TileM64"
-    # M = 200: 172 tiles on 132 slots; a second split would write and re-read 2 x 8.8 MB of fp32 partials
-    assert static_launch.gemm_launch(c, 200, 11008, 4096, 132).grid == (86, 2, 1)
-    assert static_launch.gemv_launch(c, 5, 64, 64, 132).config == "MAXM=8"
-    assert static_launch.dequant_launch(c, 4096, 11008).grid == (4096 * 11008 // 8 // 256, 1, 1)
+    assert static_launch.gemm_launch(c, 1, 11008, 4096, *h200).grid == (43, 1, 6)
+    # M = 32: the 5-stage M64 tile keeps 16 KB in flight per CTA, 2 planned per SM: 86 tiles x 3 splits
+    g = static_launch.gemm_launch(c, 32, 11008, 4096, *h200)
+    assert (g.config, g.grid, g.plan.ctas_per_sm) == ("TileM64", (86, 1, 3), 2)
+    # on sm_80's 164 KB of shared memory only 3 M16 CTAs fit: the plan counts on 3
+    assert static_launch.gemm_launch(c, 16, 4096, 11008, 108, 167936).plan.ctas_per_sm == 3
+    # M = 200: 172 tiles already fill 132 SMs: no split (a second wave would only add partial traffic)
+    assert static_launch.gemm_launch(c, 200, 11008, 4096, *h200).grid == (86, 2, 1)
+    assert static_launch.gemv_launch(c, 5, 64, 64, *h200).config == "MAXM=8"
+    # an explicit request is clamped, never re-planned
+    assert static_launch.gemm_launch(c, 1, 4096, 11008, *h200, split_request=3).splits == 3
+    assert static_launch.dequant_launch(c, 4096, 11008, 132, 8).grid == (4096 * 11008 // 8 // 256, 1, 1)
     # clamp_splits (launch_common.cu): cap by the minimum steps per split, then no empty split
     assert static_launch.clamp_splits(9, 172, 4) == 9
     assert static_launch.clamp_splits(16, 20, 4) == 5
@@ -339,12 +368,13 @@ def test_dispatch_and_acceptance_rules():
     assert table == [(1, "gemv"), (16, "gemm")]
     assert pick(table, 2) == "gemm"
     good = {"m": 4, "hbm_tbps": 4.8, "issue_ceiling_tbps": 7.3, "spill_bytes": 0, "bytes_in_flight_per_sm": 30000,
-            "littles_law_bytes_per_sm": 29091, "wave_efficiency": 0.95}
+            "littles_law_bytes_per_sm": 29091, "wave_efficiency": 0.95, "planned_residency_fits": True}
     assert acceptance(good)["all"] is True
     assert acceptance({**good, "issue_ceiling_tbps": 7.1})["issue_ceiling"] is False
     assert acceptance({**good, "m": 8, "issue_ceiling_tbps": 5.8})["all"] is True
     assert acceptance({**good, "m": 32, "issue_ceiling_tbps": 1.0})["issue_ceiling"] is None
     assert acceptance({**good, "wave_efficiency": 0.89})["all"] is False
+    assert acceptance({**good, "planned_residency_fits": False})["all"] is False
 
 
 def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
@@ -448,39 +478,47 @@ def test_tiny_kernel(tools, tmp_path, arch):
     assert compile_unit(tools, src, arch, tmp_path / "cache").cubin.stat().st_mtime_ns == mtime  # cached
 
 
-AUTO_SPLITS_DRIVER = r"""
+PLAN_DRIVER = r"""
 #include <cstdio>
 #include "launch_common.h"
-// One line per case: the C++ split-K choice, for the Python mirror to reproduce.
+// One line per case: the C++ split-K plan, for the Python mirror to reproduce.
 int main() {
   const int tiles[] = {1, 7, 16, 43, 64, 86, 172, 250, 600};
   const int steps[] = {3, 16, 64, 172, 250};
-  const int slots[] = {132, 264, 396, 528};
+  const int sms[] = {4, 108, 132};
+  const int per_sm[] = {1, 2, 4};
+  const int inflight[] = {4096, 16384, 24576};
   const double partials[] = {0.0, 4.0e4, 8.8e6};
-  for (int t : tiles) for (int s : steps) for (int q : slots) for (double pb : partials)
-    printf("%d %d %d %.1f %d %.9f\n", t, s, q, pb, awq::detail::auto_splits(t, s, 4, q, 2.25e7, pb),
-           awq::detail::wave_efficiency(t, 3, s, q));
+  for (int t : tiles) for (int s : steps) for (int q : sms) for (int b : per_sm) for (int f : inflight)
+    for (double pb : partials) for (int req : {0, 5}) {
+      const awq::detail::SplitPlan p = awq::detail::plan_splits(t, s, 4, q, b, f, 2.25e7, pb, req);
+      printf("%d %d %d %d %d %.1f %d %d %ld %d %ld %.17g %.17g %.17g %.17g\n", t, s, q, b, f, pb, req, p.splits,
+             p.ctas, p.ctas_per_sm, p.busiest_sm_steps, p.mean_sm_steps, p.wave_efficiency, p.bytes_in_flight_per_sm,
+             p.latency_cover);
+    }
   return 0;
 }
 """
 
 
-def test_auto_splits_mirror_matches_the_cpp(tools, tmp_path):
+def test_plan_splits_mirror_matches_the_cpp(tools, tmp_path):
+    """launch_common.cu's planner (nvcc, host code) and the static model's mirror agree field for field."""
     import subprocess
 
     csrc = Path(__file__).resolve().parents[2] / "csrc"
-    (tmp_path / "driver.cu").write_text(AUTO_SPLITS_DRIVER)
+    (tmp_path / "driver.cu").write_text(PLAN_DRIVER)
     exe = tmp_path / "driver"
     subprocess.run([tools.nvcc, "-std=c++17", "-O1", f"-I{csrc}", str(tmp_path / "driver.cu"), str(csrc / "launch_common.cu"),
                     "-o", str(exe)], check=True, capture_output=True)
     lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")
     cases = [ln.split() for ln in lines if ln]
-    assert len(cases) == 9 * 5 * 4 * 3
-    max_splits = static_launch.read_constants(csrc).max_splits
-    for t, s, q, pb, want, eff in cases:
-        got = static_launch.auto_splits(int(t), int(s), 4, int(q), 2.25e7, float(pb), max_splits)
-        assert got == int(want), (t, s, q, pb)
-        assert static_launch.wave_efficiency(int(t), 3, int(s), int(q)) == pytest.approx(float(eff), abs=1e-8)
+    assert len(cases) == 9 * 5 * 3 * 3 * 3 * 3 * 2
+    c = static_launch.read_constants(csrc)
+    for t, s, q, b, f, pb, req, *want in cases:
+        p = static_launch.plan_splits(c, int(t), int(s), 4, int(q), int(b), int(f), 2.25e7, float(pb), int(req))
+        got = [p.splits, p.ctas, p.ctas_per_sm, p.busiest_sm_steps, p.mean_sm_steps, p.wave_efficiency,
+               p.bytes_in_flight_per_sm, p.latency_cover]
+        assert got == [int(x) for x in want[:4]] + [float(x) for x in want[4:]], (t, s, q, b, f, pb, req)
 
 
 # ---- every kernel in csrc/ ------------------------------------------------------------------------------
@@ -509,6 +547,8 @@ def test_static_model_over_csrc(static_payload):
         # memory-bound at best: never faster than the byte ratio vs 16-bit weights
         assert r["predicted_speedup_vs_fp16_no_launch"] <= r["bandwidth_limit_ratio"] + 1e-6
         assert 0 < r["wave_efficiency"] <= 1
+        # the launcher's plan never counts on more resident CTAs than the compiled kernel allows (sm_90 and sm_80)
+        assert r["planned_residency_fits"], (r["arch"], r["kernel"], r["planned_blocks_per_sm"], r["blocks_per_sm"])
     for arch in ("sm_90", "sm_80"):
         for n, k in SHAPES:
             for m in MS:

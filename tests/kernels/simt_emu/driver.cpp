@@ -1,5 +1,6 @@
 // Runs one W4A16 op of csrc/ through the SIMT emulator the way binding.cpp does (plan -> workspace -> launcher)
-// and writes the output. Usage: driver CASE_DIR   (CASE_DIR/case.txt + *.bin written by test_simt_emulation.py).
+// and writes the output. Usage: driver CASE_DIR   (CASE_DIR/case.txt + *.bin written by test_simt_emulation.py),
+// or driver --plans FILE (the launch plans only, see print_plans).
 // Exit 0 and out.bin on success; exit 2 with the status string when the launcher rejects the call; exit 3
 // (emulator) on a fault the GPU would hit: misaligned or out-of-range access, deadlock, divergent collective,
 // reading a stage before its cp.async landed, counters not returned to zero, non-deterministic split-K.
@@ -20,14 +21,6 @@ cudaError_t cudaGetLastError(void) {
   const cudaError_t e = emu::g_last_error;
   emu::g_last_error = cudaSuccess;
   return e;
-}
-cudaError_t cudaGetDevice(int* d) {
-  *d = 0;
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
-  *v = 132;
-  return cudaSuccess;
 }
 const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated launch error"; }
 }
@@ -54,7 +47,24 @@ void* load(const std::string& path, size_t bytes) {
 
 }  // namespace
 
+// driver --plans FILE: one line "path m n k sms smem_per_sm gidx split_request" per case (path 0 = GEMV, 1 = GEMM);
+// prints the plan_gemv / plan_gemm result per line, for the static model's mirror to reproduce.
+int print_plans(const char* file) {
+  std::ifstream f(file);
+  int path, m, n, k, sms, smem, gidx, request;
+  while (f >> path >> m >> n >> k >> sms >> smem >> gidx >> request) {
+    const int n_pad = (n + 15) / 16 * 16, k_pad = (k + 63) / 64 * 64;
+    const awq::Device dev{sms, smem};
+    const awq::Plan p = path == 0 ? awq::plan_gemv(m, n_pad, k_pad, dev, request, gidx != 0)
+                                  : awq::plan_gemm(m, n_pad, k_pad, dev, request, gidx != 0);
+    std::printf("%d %zu %d %d %.17g %.17g\n", p.splits, p.partial_floats, p.counters, p.ctas_per_sm, p.wave_efficiency,
+                p.bytes_in_flight_per_sm);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--plans") return print_plans(argv[2]);
   if (argc != 2) return 64;
   const std::string dir = argv[1];
   auto kv = read_case(dir);
@@ -92,7 +102,10 @@ int main(int argc, char** argv) {
   }
 
   const void* x = load(dir + "/x.bin", static_cast<size_t>(m) * k * 2);
-  const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, sms, split_k, has_gidx != 0) : awq::plan_gemm(m, n_pad, k_pad, sms, split_k);
+  const int smem_per_sm = kv.count("smem_per_sm") ? static_cast<int>(kv.at("smem_per_sm")) : 233472;
+  const awq::Device dev{sms, smem_per_sm};
+  const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, dev, split_k, has_gidx != 0)
+                                 : awq::plan_gemm(m, n_pad, k_pad, dev, split_k, has_gidx != 0);
   int* counters = plan.splits > 1 ? static_cast<int*>(emu::galloc(static_cast<size_t>(plan.counters) * 4, 0)) : nullptr;
   std::vector<char> first;
   for (int rep = 0; rep < reps; ++rep) {
@@ -136,6 +149,7 @@ int main(int argc, char** argv) {
     emu::gfree(c);
     if (partials) emu::gfree(partials);
   }
-  std::printf("splits %d\n", plan.splits);
+  std::printf("splits %d ctas_per_sm %d wave_efficiency %.9f bytes_in_flight_per_sm %.3f\n", plan.splits, plan.ctas_per_sm,
+              plan.wave_efficiency, plan.bytes_in_flight_per_sm);
   return 0;
 }
