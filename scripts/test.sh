@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run every test that this machine can run: the CPU suite (CUDA tests skip without a GPU),
 # then the kernel build checks (nvcc compile for sm_80/sm_90, SASS inspection, JIT build of the torch
-# extension with a CUDA build of torch) when nvcc is present.
+# extension with a CUDA build of torch) when nvcc is present, then transformers' AWQ loader (gptqmodel) on a
+# streamed checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -14,4 +15,5 @@ if [ -f scripts/ci_kernels.sh ] && command -v nvcc >/dev/null 2>&1; then
 else
   echo "nvcc not found: kernel build tests skipped"
 fi
+bash scripts/ci_interop.sh || status=$?
 exit $status
