@@ -42,8 +42,6 @@ struct PairParams {
 // Byte permutes build pairs from two 16-bit halves without caring whether they are fp16 or bf16.
 __device__ __forceinline__ uint32_t lows(uint32_t a, uint32_t b) { return __byte_perm(a, b, 0x5410); }
 __device__ __forceinline__ uint32_t highs(uint32_t a, uint32_t b) { return __byte_perm(a, b, 0x7632); }
-__device__ __forceinline__ uint32_t bcast_lo(uint32_t a) { return __byte_perm(a, 0, 0x1010); }
-__device__ __forceinline__ uint32_t bcast_hi(uint32_t a) { return __byte_perm(a, 0, 0x3232); }
 
 template <typename T>
 struct Dequant;
@@ -86,17 +84,16 @@ struct Dequant<__nv_bfloat16> {
 // as stored by the pair-interleaved scale layout.
 template <typename T>
 __device__ __forceinline__ PairParams make_params(uint32_t s01, uint32_t z01) {
+  // The zero constants are computed on both columns at once; the broadcasts (bcast_lo/hi, ptx.cuh) fold into
+  // half-selectors (.H0_H0 / .H1_H1) of the dequantizing instructions, so they cost no instruction.
   PairParams p;
-  const uint32_t s0 = bcast_lo(s01), s1 = bcast_hi(s01);
-  const uint32_t z0 = bcast_lo(z01), z1 = bcast_hi(z01);
-  p.scale[0] = s0;
-  p.scale[1] = s0;
-  p.scale[2] = s1;
-  p.scale[3] = s1;
-  p.zc[0] = Dequant<T>::zc_even(z0);
-  p.zc[1] = Dequant<T>::zc_odd(z0);
-  p.zc[2] = Dequant<T>::zc_even(z1);
-  p.zc[3] = Dequant<T>::zc_odd(z1);
+  const uint32_t ze = Dequant<T>::zc_even(z01), zo = Dequant<T>::zc_odd(z01);
+  p.scale[0] = p.scale[1] = bcast_lo(s01);
+  p.scale[2] = p.scale[3] = bcast_hi(s01);
+  p.zc[0] = bcast_lo(ze);
+  p.zc[1] = bcast_lo(zo);
+  p.zc[2] = bcast_hi(ze);
+  p.zc[3] = bcast_hi(zo);
   return p;
 }
 

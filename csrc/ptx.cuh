@@ -95,6 +95,19 @@ __device__ __forceinline__ uint4 ld_stream_v4(const void* p, uint64_t policy) {
   return r;
 }
 
+// Why: a half2 broadcast (lo, lo) / (hi, hi) written as PTX b16 moves, which ptxas folds into the .H0_H0 / .H1_H1
+// operand selector of the f16x2/bf16x2 instruction that reads it (free), where a PRMT would cost one instruction.
+__device__ __forceinline__ uint32_t bcast_lo(uint32_t a) {
+  uint32_t d;
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %1;\n mov.b32 %0, {l, l};\n}\n" : "=r"(d) : "r"(a));
+  return d;
+}
+__device__ __forceinline__ uint32_t bcast_hi(uint32_t a) {
+  uint32_t d;
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %1;\n mov.b32 %0, {h, h};\n}\n" : "=r"(d) : "r"(a));
+  return d;
+}
+
 // Why: explicit .rn on every fp16/bf16 op forbids the code generator from contracting a mul/add pair into an
 // fma, so dequantization is bit-exact with (q - z) * s rounded once. bf16 uses fma.rn.bf16x2 only (sm_80 has no
 // add/sub/mul.bf16x2; those need sm_90): a - b = fma(b, -1, a) and a * b = fma(a, b, -0) are still single roundings.

@@ -41,6 +41,9 @@ inline uint4 ld_stream_v4(const void* p, uint64_t) {
   return r;
 }
 
+inline uint32_t bcast_lo(uint32_t a) { return (a & 0xFFFFu) | (a << 16); }
+inline uint32_t bcast_hi(uint32_t a) { return (a >> 16) | (a & 0xFFFF0000u); }
+
 namespace emu_detail {
 inline double h2d(uint16_t b) {
   __half h;
