@@ -85,6 +85,10 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int kt_end = min(ktiles, kt_begin + per_split);
   const int nk = kt_end - kt_begin;  // may be <= 0 for a trailing split: then it contributes zeros
 
+  // Shared memory is addressed with 32-bit shared addresses: every address in the hot loop is a per-thread register
+  // fixed before the loop plus an immediate (the ring slot is a compile-time constant, see the main loop below).
+  const uint32_t sbase = smem_u32(smem);
+
   // Copy assignments are fixed per thread for the whole K loop: the source pointers are computed once here and
   // advanced by one BK step per load_stage call (the calls come in K order), so the loop body only adds strides.
   constexpr int IT_A = BM * 8 / THREADS;      // A: BM rows x 8 chunks of 8 elements
@@ -95,7 +99,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   // swizzle (row & 7) and the chunk are the same for every it: the shared offset is a_dst + it * (rows) * BK.
   static_assert((THREADS / 8) % 8 == 0, "A copy rounds must keep the swizzle phase");
   const int a_ch = tid & 7, a_row = tid >> 3;
-  const int a_dst = a_row * BK + ((a_ch ^ (a_row & 7)) * 8);
+  const uint32_t a_dst = pinned(sbase + (a_row * BK + ((a_ch ^ (a_row & 7)) * 8)) * 2);
   int a_k = kt_begin * BK + a_ch * 8;
   const T* a_src[IT_A];
   bool a_row_ok[IT_A];
@@ -105,7 +109,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     a_row_ok[it] = gm < p.m;
     a_src[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k + a_k;
   }
-  // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 4 c words (a verbatim copy).
+  // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 16 c bytes (a verbatim copy).
   const uint32_t* b_src[IT_B];
   bool b_ok[IT_B];
 #pragma unroll
@@ -125,31 +129,30 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int s_col = n0 + (tid % S_CH) * 8;
   const bool s_ok = tid < S_COPIES && s_col < p.n_pad;
   const T* s_base = (s_which ? zeros : scales) + (s_ok ? s_col : 0);
-  const int s_dst = (s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8;
+  const uint32_t s_dst =
+      pinned(sbase + L::kABytes + L::kBBytes + ((s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8) * 2);
+  const uint32_t b_dst = pinned(sbase + L::kABytes + 16 * tid);
+  // the stage's scale row: (kt BK) / G + s_slot, 32-bit unsigned (a shift, and the table is < 2^31 elements)
+  const auto s_row = [&](int kt) { return static_cast<uint32_t>(kt * BK) / static_cast<uint32_t>(G) + s_slot; };
 
-  auto load_stage = [&](int slot, int kt) {
-    unsigned char* st = smem + slot * L::kStageBytes;
-    T* As = reinterpret_cast<T*>(st);
-    uint32_t* Bs = reinterpret_cast<uint32_t*>(st + L::kABytes);
+  // st: offset of the ring slot to fill; kt: the BK step it receives.
+  auto load_stage = [&](uint32_t st, int kt) {
 #pragma unroll
-    for (int it = 0; it < IT_A; ++it) {
-      const bool ok = a_row_ok[it] && a_k < p.k;
-      cp_async16(As + a_dst + it * (THREADS / 8) * BK, ok ? a_src[it] : A, ok);
+    for (int it = 0; it < IT_A; ++it) {  // rows past m and k past K read nothing (src-size 0) and land as zeros
+      cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, a_src[it], a_row_ok[it] && a_k < p.k);
       a_src[it] += BK;
     }
     a_k += BK;
 #pragma unroll
     for (int it = 0; it < IT_B; ++it) {
-      cp_async16_stream(Bs + 4 * (tid + it * THREADS), b_src[it], b_ok[it], stream_policy);
+      cp_async16_stream(b_dst + st + 16 * it * THREADS, b_src[it], b_ok[it], stream_policy);
       b_src[it] += b_step;
     }
-    if constexpr (!GIDX) {
-      T* Ss = reinterpret_cast<T*>(st + L::kABytes + L::kBBytes);  // [2 (scale, zero)][kSlots][BN]
+    if constexpr (!GIDX) {  // [2 (scale, zero)][kSlots][BN]
       if (tid < S_COPIES)
-        cp_async16(Ss + s_dst, s_base + static_cast<size_t>((kt * BK) / G + s_slot) * p.n_pad, s_ok);
+        cp_async16(s_dst + st, s_base + s_row(kt) * static_cast<uint32_t>(p.n_pad), s_ok);
     } else {
-      int32_t* Is = reinterpret_cast<int32_t*>(st + L::kABytes + L::kBBytes);
-      if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
+      if (tid < BK / 4) cp_async16(sbase + st + L::kABytes + L::kBBytes + tid * 16, p.g_idx + kt * BK + tid * 4, true);
     }
   };
 
@@ -161,43 +164,48 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
+  // Per-lane fragment addresses in ring slot 0 (pinned in registers), fixed for the loop. B: the ldmatrix row of n16 block j is
+  // b_lane + 128 j. A: k16 step kk of m16 tile mi reads chunk (2 kk + lane / 16) ^ (row & 7) of its row; 2 kk only
+  // flips chunk bits 1-2, so the offset is a_lane[mi] with the chunk XORed by 2 kk.
+  const uint32_t b_lane = pinned(sbase + L::kABytes + (((lane >> 3) * NB + warp_n * NT16) * 32 + (lane & 7) * 4) * 4);
+  uint32_t a_lane[MT][4];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi) {
+    const int row = warp_m * Tile::WM + mi * 16 + (lane & 15);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      a_lane[mi][kk] = pinned(sbase + (row * BK + (((kk * 2 + (lane >> 4)) ^ (row & 7)) * 8)) * 2);
+  }
+  // AWQ scale/zero pair of n16 block j in slot s: s_lane + 2 (s BN + 16 j) (+ kSlots BN 2 for the zero).
+  const uint32_t s_lane = pinned(sbase + L::kABytes + L::kBBytes + (warp_n * Tile::WN + 2 * g) * 2);
+
   // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
   constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
-  auto compute_stage = [&](int slot) {
-    const unsigned char* st = smem + slot * L::kStageBytes;
-    const T* As = reinterpret_cast<const T*>(st);
-    const uint32_t* Bs = reinterpret_cast<const uint32_t*>(st + L::kABytes);
+  auto compute_stage = [&](uint32_t st) {  // st: offset of the ring slot (a compile-time constant)
     uint32_t bw[NT16][4];  // [n16 block][k16 row]: this lane's packed word, one ldmatrix.x4 per block
 #pragma unroll
-    for (int j = 0; j < NT16; ++j)
-      ldmatrix_x4(bw[j], Bs + ((lane >> 3) * NB + warp_n * NT16 + j) * 32 + (lane & 7) * 4);
+    for (int j = 0; j < NT16; ++j) ldmatrix_x4(bw[j], st + b_lane + 128 * j);
     PairParams prm[GIDX ? 1 : NT16];  // AWQ: one per n16 block, rebuilt per group slot
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       if constexpr (!GIDX) {
         if (kk % KK_PER_SLOT == 0) {  // compile-time after unrolling
-          const T* Ss = reinterpret_cast<const T*>(st + L::kABytes + L::kBBytes);
           const int s = kk / KK_PER_SLOT;
 #pragma unroll
           for (int j = 0; j < NT16; ++j) {
-            const int col = warp_n * Tile::WN + j * 16 + 2 * g;
-            const uint32_t s01 = *reinterpret_cast<const uint32_t*>(Ss + s * BN + col);
-            const uint32_t z01 = *reinterpret_cast<const uint32_t*>(Ss + (L::kSlots + s) * BN + col);
+            const uint32_t s01 = ld_shared_u32(st + s_lane + 2 * (s * BN + 16 * j));
+            const uint32_t z01 = ld_shared_u32(st + s_lane + 2 * ((L::kSlots + s) * BN + 16 * j));
             prm[j] = make_params<T>(s01, z01);
           }
         }
       }
       uint32_t a[MT][4];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) {
-        const int row = warp_m * Tile::WM + mi * 16 + (lane & 15);
-        const int ch = kk * 2 + (lane >> 4);
-        ldmatrix_x4(a[mi], As + row * BK + ((ch ^ (row & 7)) * 8));
-      }
+      for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
 #pragma unroll
       for (int j = 0; j < NT16; ++j) {
         if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
-          const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
+          const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
           const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
           const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
           const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
@@ -225,19 +233,28 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     }
   };
 
-  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed.
+  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed. The loop body is one turn of
+  // the STAGES-slot ring (step i computes slot i % STAGES and refills slot (i - 1) % STAGES), unrolled so both slots
+  // are compile-time constants: no slot arithmetic and every shared address an immediate offset. The uniform
+  // `i < nk` guard ends the last turn early.
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < nk) load_stage(s, kt_begin + s);
+    if (s < nk) load_stage(s * L::kStageBytes, kt_begin + s);
     cp_async_commit();  // commit even when empty so group counting stays uniform
   }
-  for (int i = 0; i < nk; ++i) {
-    cp_async_wait<STAGES - 2>();
-    __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
-    const int next = i + STAGES - 1;
-    if (next < nk) load_stage(next % STAGES, kt_begin + next);
-    cp_async_commit();
-    compute_stage(i % STAGES);
+  for (int i0 = 0; i0 < nk; i0 += STAGES) {
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+      const int i = i0 + s;
+      if (i < nk) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
+        const int next = i + STAGES - 1;
+        if (next < nk) load_stage(((s + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next);
+        cp_async_commit();
+        compute_stage(s * L::kStageBytes);
+      }
+    }
   }
   cp_async_wait<0>();
 
