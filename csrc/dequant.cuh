@@ -80,21 +80,38 @@ struct Dequant<__nv_bfloat16> {
   }
 };
 
-// Reorder-free (AWQ) parameters: one group for the whole word. s01/z01 hold (tile-0 column, tile-1 column),
-// as stored by the pair-interleaved scale layout.
+// Reorder-free (AWQ) parameters of one group for two columns: s01/z01 hold (tile-0 column, tile-1 column), as
+// stored by the pair-interleaved scale layout. This is what a kernel keeps in registers per group (3 words):
+// the zero constants are computed on both columns at once, and the per-pair broadcasts are left to expand(),
+// called where the word is dequantized, so they fold into the .H0_H0 / .H1_H1 operand selectors of the
+// dequantizing instructions (bcast_lo/hi, ptx.cuh) and cost nothing. (Kept broadcast in registers across a
+// barrier, ptxas materializes them with PRMTs.)
+struct GroupParams {
+  uint32_t scale;    // (s tile-0 column, s tile-1 column)
+  uint32_t zc_even;  // zc_even of both columns
+  uint32_t zc_odd;   // zc_odd of both columns
+};
+
+template <typename T>
+__device__ __forceinline__ GroupParams make_group(uint32_t s01, uint32_t z01) {
+  return GroupParams{s01, Dequant<T>::zc_even(z01), Dequant<T>::zc_odd(z01)};
+}
+
+// pairs 0, 1 belong to the tile-0 column, pairs 2, 3 to the tile-1 column
+__device__ __forceinline__ PairParams expand(const GroupParams& g) {
+  PairParams p;
+  p.scale[0] = p.scale[1] = bcast_lo(g.scale);
+  p.scale[2] = p.scale[3] = bcast_hi(g.scale);
+  p.zc[0] = bcast_lo(g.zc_even);
+  p.zc[1] = bcast_lo(g.zc_odd);
+  p.zc[2] = bcast_hi(g.zc_even);
+  p.zc[3] = bcast_hi(g.zc_odd);
+  return p;
+}
+
 template <typename T>
 __device__ __forceinline__ PairParams make_params(uint32_t s01, uint32_t z01) {
-  // The zero constants are computed on both columns at once; the broadcasts (bcast_lo/hi, ptx.cuh) fold into
-  // half-selectors (.H0_H0 / .H1_H1) of the dequantizing instructions, so they cost no instruction.
-  PairParams p;
-  const uint32_t ze = Dequant<T>::zc_even(z01), zo = Dequant<T>::zc_odd(z01);
-  p.scale[0] = p.scale[1] = bcast_lo(s01);
-  p.scale[2] = p.scale[3] = bcast_hi(s01);
-  p.zc[0] = bcast_lo(ze);
-  p.zc[1] = bcast_lo(zo);
-  p.zc[2] = bcast_hi(ze);
-  p.zc[3] = bcast_hi(zo);
-  return p;
+  return expand(make_group<T>(s01, z01));
 }
 
 // GPTQ-R parameters: every k row of the word may sit in a different group. s_r/z_r are the

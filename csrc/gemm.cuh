@@ -80,7 +80,13 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int nblocks = p.n_pad / 16;
 
   const int ktiles = p.k_pad / BK;
-  const int per_split = (ktiles + p.splits - 1) / p.splits;
+  // AWQ with G > BK: a group spans STEPS_PER_GROUP BK steps; splits start on group boundaries, so in the unrolled
+  // ring turn below the steps that begin a group are compile-time constants and the scale/zero params of a group
+  // are built once (when STAGES is a multiple of it), not once per step.
+  constexpr int STEPS_PER_GROUP = (!GIDX && G > BK) ? G / BK : 1;
+  constexpr bool KEEP_PARAMS = Tile::STAGES % STEPS_PER_GROUP == 0;
+  const int per_split =
+      ((ktiles + p.splits - 1) / p.splits + STEPS_PER_GROUP - 1) / STEPS_PER_GROUP * STEPS_PER_GROUP;
   const int kt_begin = blockIdx.z * per_split;
   const int kt_end = min(ktiles, kt_begin + per_split);
   const int nk = kt_end - kt_begin;  // may be <= 0 for a trailing split: then it contributes zeros
@@ -100,14 +106,14 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   static_assert((THREADS / 8) % 8 == 0, "A copy rounds must keep the swizzle phase");
   const int a_ch = tid & 7, a_row = tid >> 3;
   const uint32_t a_dst = pinned(sbase + (a_row * BK + ((a_ch ^ (a_row & 7)) * 8)) * 2);
-  int a_k = kt_begin * BK + a_ch * 8;
-  const T* a_src[IT_A];
+  uint32_t a_k = kt_begin * BK + a_ch * 8;  // the chunk's k; its source is a_rowp[it] + a_k (one wide IMAD)
+  const T* a_rowp[IT_A];
   bool a_row_ok[IT_A];
 #pragma unroll
   for (int it = 0; it < IT_A; ++it) {
     const int gm = m0 + a_row + it * (THREADS / 8);
     a_row_ok[it] = gm < p.m;
-    a_src[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k + a_k;
+    a_rowp[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k;
   }
   // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 16 c bytes (a verbatim copy).
   const uint32_t* b_src[IT_B];
@@ -128,20 +134,22 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int s_which = tid / (SLOTS_USED * S_CH), s_slot = (tid % (SLOTS_USED * S_CH)) / S_CH;
   const int s_col = n0 + (tid % S_CH) * 8;
   const bool s_ok = tid < S_COPIES && s_col < p.n_pad;
-  const T* s_base = (s_which ? zeros : scales) + (s_ok ? s_col : 0);
+  const char* s_base = reinterpret_cast<const char*>((s_which ? zeros : scales) + (s_ok ? s_col : 0) +
+                                                    static_cast<size_t>(s_slot) * p.n_pad);
+  const uint32_t s_stride = pinned(static_cast<uint32_t>(p.n_pad) * sizeof(T));  // bytes per scale row
   const uint32_t s_dst =
       pinned(sbase + L::kABytes + L::kBBytes + ((s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8) * 2);
   const uint32_t b_dst = pinned(sbase + L::kABytes + 16 * tid);
-  // the stage's scale row: (kt BK) / G + s_slot, 32-bit unsigned (a shift, and the table is < 2^31 elements)
-  const auto s_row = [&](int kt) { return static_cast<uint32_t>(kt * BK) / static_cast<uint32_t>(G) + s_slot; };
+  // the first scale row of BK step kt is (kt BK) / G: a shift of an unsigned (G and BK are powers of two)
+  const auto s_row = [&](int kt) {
+    return G >= BK ? static_cast<uint32_t>(kt) / (G / BK) : static_cast<uint32_t>(kt) * (BK / (G ? G : BK));
+  };
 
   // st: offset of the ring slot to fill; kt: the BK step it receives.
   auto load_stage = [&](uint32_t st, int kt) {
 #pragma unroll
-    for (int it = 0; it < IT_A; ++it) {  // rows past m and k past K read nothing (src-size 0) and land as zeros
-      cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, a_src[it], a_row_ok[it] && a_k < p.k);
-      a_src[it] += BK;
-    }
+    for (int it = 0; it < IT_A; ++it)  // rows past m and k past K read nothing (src-size 0) and land as zeros
+      cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, a_rowp[it] + a_k, a_row_ok[it] && a_k < static_cast<uint32_t>(p.k));
     a_k += BK;
 #pragma unroll
     for (int it = 0; it < IT_B; ++it) {
@@ -150,7 +158,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     }
     if constexpr (!GIDX) {  // [2 (scale, zero)][kSlots][BN]
       if (tid < S_COPIES)
-        cp_async16(s_dst + st, s_base + s_row(kt) * static_cast<uint32_t>(p.n_pad), s_ok);
+        cp_async16(s_dst + st, s_base + static_cast<uint64_t>(s_row(kt)) * s_stride, s_ok);
     } else {
       if (tid < BK / 4) cp_async16(sbase + st + L::kABytes + L::kBBytes + tid * 16, p.g_idx + kt * BK + tid * 4, true);
     }
@@ -181,21 +189,22 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
 
   // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
   constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
-  auto compute_stage = [&](uint32_t st) {  // st: offset of the ring slot (a compile-time constant)
+  GroupParams grp[NT16];  // AWQ: one per n16 block, built per group slot
+  // st: offset of the ring slot, group_start: whether this BK step begins a group (both compile-time constants)
+  auto compute_stage = [&](uint32_t st, bool group_start) {
     uint32_t bw[NT16][4];  // [n16 block][k16 row]: this lane's packed word, one ldmatrix.x4 per block
 #pragma unroll
     for (int j = 0; j < NT16; ++j) ldmatrix_x4(bw[j], st + b_lane + 128 * j);
-    PairParams prm[GIDX ? 1 : NT16];  // AWQ: one per n16 block, rebuilt per group slot
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       if constexpr (!GIDX) {
-        if (kk % KK_PER_SLOT == 0) {  // compile-time after unrolling
+        if (kk % KK_PER_SLOT == 0 && (group_start || !KEEP_PARAMS)) {  // compile-time after unrolling
           const int s = kk / KK_PER_SLOT;
 #pragma unroll
           for (int j = 0; j < NT16; ++j) {
             const uint32_t s01 = ld_shared_u32(st + s_lane + 2 * (s * BN + 16 * j));
             const uint32_t z01 = ld_shared_u32(st + s_lane + 2 * ((L::kSlots + s) * BN + 16 * j));
-            prm[j] = make_params<T>(s01, z01);
+            grp[j] = make_group<T>(s01, z01);
           }
         }
       }
@@ -204,6 +213,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
       for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
 #pragma unroll
       for (int j = 0; j < NT16; ++j) {
+        PairParams prm;
         if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
           const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
           const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
@@ -220,10 +230,12 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
             sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
             zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
           }
-          prm[0] = make_params_rows<T>(sv, zv);
+          prm = make_params_rows<T>(sv, zv);
+        } else {
+          prm = expand(grp[j]);
         }
         uint32_t b[4];
-        Dequant<T>::run(bw[j][kk], prm[GIDX ? 0 : j], b);
+        Dequant<T>::run(bw[j][kk], prm, b);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
@@ -233,26 +245,29 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     }
   };
 
-  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed. The loop body is one turn of
-  // the STAGES-slot ring (step i computes slot i % STAGES and refills slot (i - 1) % STAGES), unrolled so both slots
-  // are compile-time constants: no slot arithmetic and every shared address an immediate offset. The uniform
-  // `i < nk` guard ends the last turn early.
+  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed. Step i computes slot i % STAGES
+  // and refills slot (i - 1) % STAGES. For AWQ the loop body is one turn of the ring (TURN = STAGES steps),
+  // unrolled so both slots are compile-time constants: no slot arithmetic, every shared address an immediate
+  // offset; the uniform `i < nk` guard ends the last turn early. GPTQ-R keeps one step per iteration (runtime
+  // slots): unrolled, its gather code spills.
+  constexpr int TURN = GIDX ? 1 : STAGES;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < nk) load_stage(s * L::kStageBytes, kt_begin + s);
     cp_async_commit();  // commit even when empty so group counting stays uniform
   }
-  for (int i0 = 0; i0 < nk; i0 += STAGES) {
+  for (int i0 = 0; i0 < nk; i0 += TURN) {
 #pragma unroll
-    for (int s = 0; s < STAGES; ++s) {
+    for (int s = 0; s < TURN; ++s) {
       const int i = i0 + s;
+      const int slot = TURN == STAGES ? s : i % STAGES;
       if (i < nk) {
         cp_async_wait<STAGES - 2>();
         __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
         const int next = i + STAGES - 1;
-        if (next < nk) load_stage(((s + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next);
+        if (next < nk) load_stage(((slot + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next);
         cp_async_commit();
-        compute_stage(s * L::kStageBytes);
+        compute_stage(slot * L::kStageBytes, s % STEPS_PER_GROUP == 0);
       }
     }
   }

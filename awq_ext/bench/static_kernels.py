@@ -93,8 +93,9 @@ def _recognise_gemm(m: re.Match, mangled: str, demangled: str, c: CsrcConstants)
     gidx = m.group(9) == "true"
     mt, nt16 = tile.bm // tile.warps_m // 16, tile.bn // tile.warps_n // 16
     per_stage = tile.bk * tile.bn // 2
-    # gemm.cuh unrolls its main loop over one turn of the STAGES-slot ring: one iteration computes STAGES BK steps
-    turn = tile.stages
+    # gemm.cuh unrolls the AWQ main loop over one turn of the STAGES-slot ring (one iteration computes STAGES BK
+    # steps); the GPTQ-R loop computes one step per iteration
+    turn = 1 if gidx else tile.stages
     return KernelConfig(mangled, demangled, "gemm", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq",
                         None if gidx else int(m.group(8)), tile.name, tile.threads, gemm_dynamic_smem(tile, gidx),
                         weight_bytes_per_iteration=turn * per_stage, warps_per_iteration=tile.threads // 32,

@@ -177,7 +177,8 @@ def _run_case(driver: Path, tmp: Path, op: str, dtype: torch.dtype, m: int, n: i
 # (op, dtype, m, n, k, g, gidx, split_k, late): every GEMM tile (M16 <= 16 < M64 <= 64 < M128), odd m at
 # each tile edge, n not a multiple of 16 (n_pad tail) or of the 128-column tile, k not a multiple of the
 # 64-deep stage (K tail inside a stage), G = 32/64/128, split-K with and without an uneven last split,
-# the GEMV at m = 1..8 with its strip tail and split-K, GPTQ-R everywhere, both cp.async timings.
+# the GEMV at m = 1..8 with its strip tail and split-K, GPTQ-R everywhere, both cp.async timings; a G = 128 split
+# whose even share (5 of 10 BK steps) is rounded up to whole groups (6 + 4).
 CASES = [
     ("gemv", torch.float16, 1, 136, 1024, 64, False, 0, True),
     ("gemv", torch.bfloat16, 3, 200, 2048, 32, True, 0, False),
@@ -186,6 +187,7 @@ CASES = [
     ("gemm", torch.float16, 1, 40, 96, 32, False, 0, True),
     ("gemm", torch.bfloat16, 15, 136, 160, 32, True, 0, True),
     ("gemm", torch.float16, 17, 264, 640, 128, False, 3, False),
+    ("gemm", torch.bfloat16, 9, 136, 640, 128, False, 2, True),  # 10 BK steps / 2: splits start on G128 groups
     ("gemm", torch.bfloat16, 31, 40, 320, 64, True, 2, True),
     ("gemm", torch.float16, 64, 136, 256, 32, False, 0, False),
     ("gemm", torch.bfloat16, 65, 136, 192, 64, False, 0, True),
