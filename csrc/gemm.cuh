@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     const int gm = m0 + a_row + it * (THREADS / 8);
     a_row_ok[it] = gm < p.m;
     a_rowp[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k;
+    if constexpr (!GIDX) a_rowp[it] = pinned_ptr(a_rowp[it]);  // GPTQ-R needs the 2 registers (it spills)
   }
   // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 16 c bytes (a verbatim copy).
   const uint32_t* b_src[IT_B];
@@ -134,8 +135,8 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int s_which = tid / (SLOTS_USED * S_CH), s_slot = (tid % (SLOTS_USED * S_CH)) / S_CH;
   const int s_col = n0 + (tid % S_CH) * 8;
   const bool s_ok = tid < S_COPIES && s_col < p.n_pad;
-  const char* s_base = reinterpret_cast<const char*>((s_which ? zeros : scales) + (s_ok ? s_col : 0) +
-                                                    static_cast<size_t>(s_slot) * p.n_pad);
+  const T* s_base = (s_which ? zeros : scales) + (s_ok ? s_col : 0) + static_cast<size_t>(s_slot) * p.n_pad;
+  if constexpr (!GIDX) s_base = pinned_ptr(s_base);
   const uint32_t s_stride = pinned(static_cast<uint32_t>(p.n_pad) * sizeof(T));  // bytes per scale row
   const uint32_t s_dst =
       pinned(sbase + L::kABytes + L::kBBytes + ((s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8) * 2);
@@ -149,7 +150,8 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   auto load_stage = [&](uint32_t st, int kt) {
 #pragma unroll
     for (int it = 0; it < IT_A; ++it)  // rows past m and k past K read nothing (src-size 0) and land as zeros
-      cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, a_rowp[it] + a_k, a_row_ok[it] && a_k < static_cast<uint32_t>(p.k));
+      cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, offset_wide(a_rowp[it], a_k, sizeof(T)),
+                 a_row_ok[it] && a_k < static_cast<uint32_t>(p.k));
     a_k += BK;
 #pragma unroll
     for (int it = 0; it < IT_B; ++it) {
@@ -158,7 +160,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     }
     if constexpr (!GIDX) {  // [2 (scale, zero)][kSlots][BN]
       if (tid < S_COPIES)
-        cp_async16(s_dst + st, s_base + static_cast<uint64_t>(s_row(kt)) * s_stride, s_ok);
+        cp_async16(s_dst + st, offset_wide(s_base, s_row(kt), s_stride), s_ok);
     } else {
       if (tid < BK / 4) cp_async16(sbase + st + L::kABytes + L::kBBytes + tid * 16, p.g_idx + kt * BK + tid * 4, true);
     }

@@ -63,6 +63,22 @@ __device__ __forceinline__ uint32_t pinned(uint32_t v) {
   return r;
 }
 
+// Why: the 64-bit twin of pinned() for a loop-invariant global pointer (a row base the copies offset per step).
+template <typename P>
+__device__ __forceinline__ const P* pinned_ptr(const P* v) {
+  uint64_t r;
+  asm volatile("mov.b64 %0, %1;\n" : "=l"(r) : "l"(reinterpret_cast<uint64_t>(v)));
+  return reinterpret_cast<const P*>(r);
+}
+
+// Why: base + a * b (bytes) as one mad.wide.u32 (IMAD.WIDE.U32); the C++ form of a 32x32->64 product added to a
+// pointer comes out as several instructions with zero high words.
+__device__ __forceinline__ const void* offset_wide(const void* base, uint32_t a, uint32_t b) {
+  uint64_t r;
+  asm("mad.wide.u32 %0, %1, %2, %3;\n" : "=l"(r) : "r"(a), "r"(b), "l"(reinterpret_cast<uint64_t>(base)));
+  return reinterpret_cast<const void*>(r);
+}
+
 // Why: a 32-bit shared load at a 32-bit shared address (base + immediate in the hot loop, like ldmatrix's).
 __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t smem) {
   uint32_t r;

@@ -26,6 +26,11 @@ inline void cp_async_wait() {
 
 inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) { emu::ldmatrix_x4(r, smem_ptr(smem)); }
 inline uint32_t pinned(uint32_t v) { return v; }
+template <typename P>
+inline const P* pinned_ptr(const P* v) { return v; }
+inline const void* offset_wide(const void* base, uint32_t a, uint32_t b) {
+  return static_cast<const unsigned char*>(base) + static_cast<uint64_t>(a) * b;
+}
 inline uint32_t ld_shared_u32(uint32_t smem) { return emu::ld_shared_u32(smem_ptr(smem)); }
 
 template <typename T>
