@@ -366,11 +366,16 @@ def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
         gemv.check_loop(loop(500, 3))
     gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 4, 4>, 128, false>"
                           "(awq::W4Args)", c)
-    # 4 k16 steps x 4 n16 blocks per warp x 2 mma n8 tiles; 3 stages of 64 x 256 / 2 bytes ahead
-    assert gemm.expected_hmma_per_iteration == 32 and gemm.weight_bytes_in_flight_per_block == 3 * 8192
-    gemm.check_loop(loop(200, 4, hmma=32))
+    # one iteration = one turn of the 4-stage ring: 4 BK steps x 4 k16 steps x 4 n16 blocks per warp x 2 mma n8
+    # tiles, 4 x 8 KB of weights; 3 stages of 64 x 256 / 2 bytes ahead
+    assert gemm.expected_hmma_per_iteration == 128 and gemm.weight_bytes_in_flight_per_block == 3 * 8192
+    assert gemm.weight_bytes_per_iteration == 4 * 8192 and gemm.min_stream_loads_per_iteration == 4
+    gemm.check_loop(loop(800, 4, hmma=128))
     with pytest.raises(SassError, match="HMMA"):
-        gemm.check_loop(loop(200, 4, hmma=16))
+        gemm.check_loop(loop(800, 4, hmma=32))  # one step of the ring is not the unrolled loop
+    gptq = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 4, 4>, 0, true>"
+                          "(awq::W4Args)", c)
+    assert gptq.expected_hmma_per_iteration == 32 and gptq.weight_bytes_per_iteration == 8192
     with pytest.raises(SassError, match="not described"):
         recognise("m", "void awq::w4a16_wgmma_kernel<__half>(awq::W4Args)", c)
 
