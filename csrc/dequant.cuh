@@ -26,7 +26,6 @@ constexpr uint32_t kHiMask = 0x00f000f0u;      // the second nibble of each half
 constexpr uint32_t kF16Magic = 0x64006400u;    // fp16x2 (1024, 1024)
 constexpr uint32_t kF16Sixteenth = 0x2c002c00u;  // fp16x2 (1/16, 1/16)
 constexpr uint32_t kF16NegMagic16 = 0xd400d400u;  // fp16x2 (-64, -64) = -1024 / 16
-constexpr uint32_t kF16NegOne = 0xbc00bc00u;   // fp16x2 (-1, -1)
 constexpr uint32_t kBF16Magic = 0x43004300u;   // bf16x2 (128, 128)
 constexpr uint32_t kBF16One = 0x3f803f80u;     // bf16x2 (1, 1)
 constexpr uint32_t kBF16NegOne = 0xbf80bf80u;  // bf16x2 (-1, -1)
@@ -51,14 +50,17 @@ struct Dequant<__half> {
   // zero pair (z for two halves) -> constant for an even pair (1024 + z) or an odd pair -(64 + z).
   __device__ __forceinline__ static uint32_t zc_even(uint32_t z) { return hadd2_f16(z, kF16Magic); }
   __device__ __forceinline__ static uint32_t zc_odd(uint32_t z) {
-    return hfma2_f16(z, kF16NegOne, kF16NegMagic16);  // -z - 64, exact
+    return hsub2_f16(kF16NegMagic16, z);  // -64 - z, exact (one HADD2 with an immediate)
   }
-  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4]) {
-    const uint32_t r0 = lop3<kAndOrLut>(w, kLoMask, kF16Magic);
-    const uint32_t r1 = lop3<kAndOrLut>(w, kHiMask, kF16Magic);
+  static constexpr uint32_t kMagic = kF16Magic;
+  // magic: kMagic, passed in so a hot loop can hold it in a pinned register (ptxas re-creates it per step)
+  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4],
+                                             uint32_t magic = kMagic) {
+    const uint32_t r0 = lop3<kAndOrLut>(w, kLoMask, magic);
+    const uint32_t r1 = lop3<kAndOrLut>(w, kHiMask, magic);
     w >>= 8;
-    const uint32_t r2 = lop3<kAndOrLut>(w, kLoMask, kF16Magic);
-    const uint32_t r3 = lop3<kAndOrLut>(w, kHiMask, kF16Magic);
+    const uint32_t r2 = lop3<kAndOrLut>(w, kLoMask, magic);
+    const uint32_t r3 = lop3<kAndOrLut>(w, kHiMask, magic);
     b[0] = hmul2_f16(hsub2_f16(r0, p.zc[0]), p.scale[0]);
     b[1] = hmul2_f16(hfma2_f16(r1, kF16Sixteenth, p.zc[1]), p.scale[1]);
     b[2] = hmul2_f16(hsub2_f16(r2, p.zc[2]), p.scale[2]);
@@ -70,10 +72,12 @@ template <>
 struct Dequant<__nv_bfloat16> {
   __device__ __forceinline__ static uint32_t zc_even(uint32_t z) { return hfma2_bf16(z, kBF16One, kBF16Magic); }
   __device__ __forceinline__ static uint32_t zc_odd(uint32_t z) { return zc_even(z); }
-  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4]) {
+  static constexpr uint32_t kMagic = kBF16Magic;
+  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4],
+                                             uint32_t magic = kMagic) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t r = lop3<kAndOrLut>(w >> (4 * i), kLoMask, kBF16Magic);
+      const uint32_t r = lop3<kAndOrLut>(w >> (4 * i), kLoMask, magic);
       const uint32_t d = hfma2_bf16(p.zc[i], kBF16NegOne, r);  // (128 + c) - (128 + z), exact
       b[i] = hfma2_bf16(d, p.scale[i], kBF16NegZero);          // * s, one rounding
     }

@@ -189,6 +189,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   // AWQ scale/zero pair of n16 block j in slot s: s_lane + 2 (s BN + 16 j) (+ kSlots BN 2 for the zero).
   const uint32_t s_lane = pinned(sbase + L::kABytes + L::kBBytes + (warp_n * Tile::WN + 2 * g) * 2);
 
+  const uint32_t magic = pinned(Dequant<T>::kMagic);
   // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
   constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
   GroupParams grp[NT16];  // AWQ: one per n16 block, built per group slot
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
           prm = expand(grp[j]);
         }
         uint32_t b[4];
-        Dequant<T>::run(bw[j][kk], prm, b);
+        Dequant<T>::run(bw[j][kk], prm, b, magic);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
@@ -248,31 +249,33 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   };
 
   // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed. Step i computes slot i % STAGES
-  // and refills slot (i - 1) % STAGES. For AWQ the loop body is one turn of the ring (TURN = STAGES steps),
+  // and refills slot (i - 1) % STAGES. For AWQ the loop body is one whole turn of the ring (TURN = STAGES steps),
   // unrolled so both slots are compile-time constants: no slot arithmetic, every shared address an immediate
-  // offset; the uniform `i < nk` guard ends the last turn early. GPTQ-R keeps one step per iteration (runtime
-  // slots): unrolled, its gather code spills.
+  // offset; the steps left after the whole turns (< TURN) run once, unrolled the same way. GPTQ-R keeps one step
+  // per iteration (runtime slots): unrolled, its gather code spills.
   constexpr int TURN = GIDX ? 1 : STAGES;
+  const auto step = [&](int i, int s) {  // s: i's position in its turn (compile-time when TURN = STAGES)
+    const int slot = TURN == STAGES ? s : i % STAGES;
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
+    const int next = i + STAGES - 1;
+    if (next < nk) load_stage(((slot + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next);
+    cp_async_commit();
+    compute_stage(slot * L::kStageBytes, s % STEPS_PER_GROUP == 0);
+  };
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < nk) load_stage(s * L::kStageBytes, kt_begin + s);
     cp_async_commit();  // commit even when empty so group counting stays uniform
   }
-  for (int i0 = 0; i0 < nk; i0 += TURN) {
+  int i0 = 0;
+  for (; i0 + TURN <= nk; i0 += TURN) {
 #pragma unroll
-    for (int s = 0; s < TURN; ++s) {
-      const int i = i0 + s;
-      const int slot = TURN == STAGES ? s : i % STAGES;
-      if (i < nk) {
-        cp_async_wait<STAGES - 2>();
-        __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
-        const int next = i + STAGES - 1;
-        if (next < nk) load_stage(((slot + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next);
-        cp_async_commit();
-        compute_stage(slot * L::kStageBytes, s % STEPS_PER_GROUP == 0);
-      }
-    }
+    for (int s = 0; s < TURN; ++s) step(i0 + s, s);
   }
+#pragma unroll
+  for (int s = 0; s < TURN - 1; ++s)
+    if (i0 + s < nk) step(i0 + s, s);
   cp_async_wait<0>();
 
   // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
