@@ -58,6 +58,16 @@ struct StageLayout {
   static_assert(kABytes % 16 == 0 && kBBytes % 16 == 0 && kSBytes % 16 == 0, "16-byte cp.async chunks");
 };
 
+// How the GEMM cuts K among split-K slices (split planning must count the same shares): every slice but the last
+// gets `share` BK steps, rounded up to whole groups when an AWQ group spans several BK steps (G = 128: 2), so each
+// slice starts on a group boundary (the hot loop builds a group's scale/zero params once, at compile-time steps).
+__host__ __device__ constexpr int gemm_steps_per_group(int group_size, bool gidx) {
+  return !gidx && group_size > 64 ? group_size / 64 : 1;  // 64 = GemmTile::BK
+}
+__host__ __device__ constexpr int gemm_split_share(int ktiles, int splits, int steps_per_group) {
+  return ((ktiles + splits - 1) / splits + steps_per_group - 1) / steps_per_group * steps_per_group;
+}
+
 // G: group size (32/64/128) for the AWQ path, 0 for GPTQ-R (GIDX = true).
 template <typename T, typename Tile, int G, bool GIDX>
 __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kernel(const W4Args p) {
@@ -66,6 +76,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   constexpr int NB = BN / 16;  // weight blocks per k16 row of the CTA tile
   using L = StageLayout<Tile, GIDX>;
   static_assert(GIDX || (G == 32 || G == 64 || G == 128), "group size");
+  static_assert(BK == 64, "gemm_steps_per_group assumes BK = 64");
 
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ A = static_cast<const T*>(p.a);
@@ -83,10 +94,9 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   // AWQ with G > BK: a group spans STEPS_PER_GROUP BK steps; splits start on group boundaries, so in the unrolled
   // ring turn below the steps that begin a group are compile-time constants and the scale/zero params of a group
   // are built once (when STAGES is a multiple of it), not once per step.
-  constexpr int STEPS_PER_GROUP = (!GIDX && G > BK) ? G / BK : 1;
+  constexpr int STEPS_PER_GROUP = gemm_steps_per_group(G, GIDX);
   constexpr bool KEEP_PARAMS = Tile::STAGES % STEPS_PER_GROUP == 0;
-  const int per_split =
-      ((ktiles + p.splits - 1) / p.splits + STEPS_PER_GROUP - 1) / STEPS_PER_GROUP * STEPS_PER_GROUP;
+  const int per_split = gemm_split_share(ktiles, p.splits, STEPS_PER_GROUP);
   const int kt_begin = blockIdx.z * per_split;
   const int kt_end = min(ktiles, kt_begin + per_split);
   const int nk = kt_end - kt_begin;  // may be <= 0 for a trailing split: then it contributes zeros
