@@ -157,7 +157,9 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   };
 
   // st: offset of the ring slot to fill; kt: the BK step it receives.
-  auto load_stage = [&](uint32_t st, int kt) {
+  // scales: whether the step needs its scale/zero rows (compile-time; only group-start steps read them when a
+  // group's params are kept across steps, so the other steps of a group skip the copy).
+  auto load_stage = [&](uint32_t st, int kt, bool scales) {
 #pragma unroll
     for (int it = 0; it < IT_A; ++it)  // rows past m and k past K read nothing (src-size 0) and land as zeros
       cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, offset_wide(a_rowp[it], a_k, sizeof(T)),
@@ -169,7 +171,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
       b_src[it] += b_step;
     }
     if constexpr (!GIDX) {  // [2 (scale, zero)][kSlots][BN]
-      if (tid < S_COPIES)
+      if (scales && tid < S_COPIES)
         cp_async16(s_dst + st, offset_wide(s_base, s_row(kt), s_stride), s_ok);
     } else {
       if (tid < BK / 4) cp_async16(sbase + st + L::kABytes + L::kBBytes + tid * 16, p.g_idx + kt * BK + tid * 4, true);
@@ -269,13 +271,17 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     cp_async_wait<STAGES - 2>();
     __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
     const int next = i + STAGES - 1;
-    if (next < nk) load_stage(((slot + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next);
+    // next - kt_begin = i0 + s + STAGES - 1 with i0 a multiple of STAGES (a multiple of STEPS_PER_GROUP when
+    // KEEP_PARAMS): whether it starts a group is known at compile time
+    if (next < nk)
+      load_stage(((slot + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next,
+                 !KEEP_PARAMS || (s + STAGES - 1) % STEPS_PER_GROUP == 0);
     cp_async_commit();
     compute_stage(slot * L::kStageBytes, s % STEPS_PER_GROUP == 0);
   };
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < nk) load_stage(s * L::kStageBytes, kt_begin + s);
+    if (s < nk) load_stage(s * L::kStageBytes, kt_begin + s, !KEEP_PARAMS || s % STEPS_PER_GROUP == 0);
     cp_async_commit();  // commit even when empty so group counting stays uniform
   }
   int i0 = 0;
