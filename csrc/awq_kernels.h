@@ -64,7 +64,7 @@ struct Plan {
 
 // Tensor-core GEMM (any m >= 1; tuned for 9..crossover). g_idx != null selects the GPTQ-R variant (plan it
 // with gptq_r = true: its tiles hold g_idx instead of scale rows, so its residency can differ).
-Plan plan_gemm(int m, int n_pad, int k_pad, const Device& dev, int split_request, bool gptq_r);
+Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, int split_request, bool gptq_r);
 int w4a16_gemm(const W4Args& args, cudaStream_t stream);
 int w4a16_gemm_gptq_r(const W4Args& args, cudaStream_t stream);
 

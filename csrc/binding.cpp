@@ -178,7 +178,8 @@ at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tens
   const int n_pad = static_cast<int>(round_up(n, 16)), k_pad = static_cast<int>(round_up(k, 64));
   const awq::Device dev = device_limits(x.device().index());
   const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, dev, static_cast<int>(split_k), g_idx.has_value())
-                              : awq::plan_gemm(m32, n_pad, k_pad, dev, static_cast<int>(split_k), g_idx.has_value());
+                              : awq::plan_gemm(m32, n_pad, k_pad, static_cast<int>(pb.group_size), dev,
+                                                               static_cast<int>(split_k), g_idx.has_value());
 
   at::Tensor out = at::empty({pb.m, n}, x.options());
   at::Tensor partials;

@@ -26,7 +26,6 @@ constexpr uint32_t kHiMask = 0x00f000f0u;      // the second nibble of each half
 constexpr uint32_t kF16Magic = 0x64006400u;    // fp16x2 (1024, 1024)
 constexpr uint32_t kF16Sixteenth = 0x2c002c00u;  // fp16x2 (1/16, 1/16)
 constexpr uint32_t kF16NegMagic16 = 0xd400d400u;  // fp16x2 (-64, -64) = -1024 / 16
-constexpr uint32_t kF16NegOne = 0xbc00bc00u;   // fp16x2 (-1, -1)
 constexpr uint32_t kBF16Magic = 0x43004300u;   // bf16x2 (128, 128)
 constexpr uint32_t kBF16One = 0x3f803f80u;     // bf16x2 (1, 1)
 constexpr uint32_t kBF16NegOne = 0xbf80bf80u;  // bf16x2 (-1, -1)
@@ -42,8 +41,6 @@ struct PairParams {
 // Byte permutes build pairs from two 16-bit halves without caring whether they are fp16 or bf16.
 __device__ __forceinline__ uint32_t lows(uint32_t a, uint32_t b) { return __byte_perm(a, b, 0x5410); }
 __device__ __forceinline__ uint32_t highs(uint32_t a, uint32_t b) { return __byte_perm(a, b, 0x7632); }
-__device__ __forceinline__ uint32_t bcast_lo(uint32_t a) { return __byte_perm(a, 0, 0x1010); }
-__device__ __forceinline__ uint32_t bcast_hi(uint32_t a) { return __byte_perm(a, 0, 0x3232); }
 
 template <typename T>
 struct Dequant;
@@ -53,14 +50,17 @@ struct Dequant<__half> {
   // zero pair (z for two halves) -> constant for an even pair (1024 + z) or an odd pair -(64 + z).
   __device__ __forceinline__ static uint32_t zc_even(uint32_t z) { return hadd2_f16(z, kF16Magic); }
   __device__ __forceinline__ static uint32_t zc_odd(uint32_t z) {
-    return hfma2_f16(z, kF16NegOne, kF16NegMagic16);  // -z - 64, exact
+    return hsub2_f16(kF16NegMagic16, z);  // -64 - z, exact (one HADD2 with an immediate)
   }
-  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4]) {
-    const uint32_t r0 = lop3<kAndOrLut>(w, kLoMask, kF16Magic);
-    const uint32_t r1 = lop3<kAndOrLut>(w, kHiMask, kF16Magic);
+  static constexpr uint32_t kMagic = kF16Magic;
+  // magic: kMagic, passed in so a hot loop can hold it in a pinned register (ptxas re-creates it per step)
+  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4],
+                                             uint32_t magic = kMagic) {
+    const uint32_t r0 = lop3<kAndOrLut>(w, kLoMask, magic);
+    const uint32_t r1 = lop3<kAndOrLut>(w, kHiMask, magic);
     w >>= 8;
-    const uint32_t r2 = lop3<kAndOrLut>(w, kLoMask, kF16Magic);
-    const uint32_t r3 = lop3<kAndOrLut>(w, kHiMask, kF16Magic);
+    const uint32_t r2 = lop3<kAndOrLut>(w, kLoMask, magic);
+    const uint32_t r3 = lop3<kAndOrLut>(w, kHiMask, magic);
     b[0] = hmul2_f16(hsub2_f16(r0, p.zc[0]), p.scale[0]);
     b[1] = hmul2_f16(hfma2_f16(r1, kF16Sixteenth, p.zc[1]), p.scale[1]);
     b[2] = hmul2_f16(hsub2_f16(r2, p.zc[2]), p.scale[2]);
@@ -72,32 +72,50 @@ template <>
 struct Dequant<__nv_bfloat16> {
   __device__ __forceinline__ static uint32_t zc_even(uint32_t z) { return hfma2_bf16(z, kBF16One, kBF16Magic); }
   __device__ __forceinline__ static uint32_t zc_odd(uint32_t z) { return zc_even(z); }
-  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4]) {
+  static constexpr uint32_t kMagic = kBF16Magic;
+  __device__ __forceinline__ static void run(uint32_t w, const PairParams& p, uint32_t (&b)[4],
+                                             uint32_t magic = kMagic) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t r = lop3<kAndOrLut>(w >> (4 * i), kLoMask, kBF16Magic);
+      const uint32_t r = lop3<kAndOrLut>(w >> (4 * i), kLoMask, magic);
       const uint32_t d = hfma2_bf16(p.zc[i], kBF16NegOne, r);  // (128 + c) - (128 + z), exact
       b[i] = hfma2_bf16(d, p.scale[i], kBF16NegZero);          // * s, one rounding
     }
   }
 };
 
-// Reorder-free (AWQ) parameters: one group for the whole word. s01/z01 hold (tile-0 column, tile-1 column),
-// as stored by the pair-interleaved scale layout.
+// Reorder-free (AWQ) parameters of one group for two columns: s01/z01 hold (tile-0 column, tile-1 column), as
+// stored by the pair-interleaved scale layout. This is what a kernel keeps in registers per group (3 words):
+// the zero constants are computed on both columns at once, and the per-pair broadcasts are left to expand(),
+// called where the word is dequantized, so they fold into the .H0_H0 / .H1_H1 operand selectors of the
+// dequantizing instructions (bcast_lo/hi, ptx.cuh) and cost nothing. (Kept broadcast in registers across a
+// barrier, ptxas materializes them with PRMTs.)
+struct GroupParams {
+  uint32_t scale;    // (s tile-0 column, s tile-1 column)
+  uint32_t zc_even;  // zc_even of both columns
+  uint32_t zc_odd;   // zc_odd of both columns
+};
+
+template <typename T>
+__device__ __forceinline__ GroupParams make_group(uint32_t s01, uint32_t z01) {
+  return GroupParams{s01, Dequant<T>::zc_even(z01), Dequant<T>::zc_odd(z01)};
+}
+
+// pairs 0, 1 belong to the tile-0 column, pairs 2, 3 to the tile-1 column
+__device__ __forceinline__ PairParams expand(const GroupParams& g) {
+  PairParams p;
+  p.scale[0] = p.scale[1] = bcast_lo(g.scale);
+  p.scale[2] = p.scale[3] = bcast_hi(g.scale);
+  p.zc[0] = bcast_lo(g.zc_even);
+  p.zc[1] = bcast_lo(g.zc_odd);
+  p.zc[2] = bcast_hi(g.zc_even);
+  p.zc[3] = bcast_hi(g.zc_odd);
+  return p;
+}
+
 template <typename T>
 __device__ __forceinline__ PairParams make_params(uint32_t s01, uint32_t z01) {
-  PairParams p;
-  const uint32_t s0 = bcast_lo(s01), s1 = bcast_hi(s01);
-  const uint32_t z0 = bcast_lo(z01), z1 = bcast_hi(z01);
-  p.scale[0] = s0;
-  p.scale[1] = s0;
-  p.scale[2] = s1;
-  p.scale[3] = s1;
-  p.zc[0] = Dequant<T>::zc_even(z0);
-  p.zc[1] = Dequant<T>::zc_odd(z0);
-  p.zc[2] = Dequant<T>::zc_even(z1);
-  p.zc[3] = Dequant<T>::zc_odd(z1);
-  return p;
+  return expand(make_group<T>(s01, z01));
 }
 
 // GPTQ-R parameters: every k row of the word may sit in a different group. s_r/z_r are the

@@ -4,16 +4,19 @@
 
 namespace awq {
 
-Plan plan_gemm(int m, int n_pad, int k_pad, const Device& dev, int split_request, bool gptq_r) {
+Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, int split_request, bool gptq_r) {
   Plan plan{1, 0, 0, 0, 0.0, 0.0};
   if (m <= 0 || n_pad <= 0 || k_pad <= 0) return plan;
   const GemmTileInfo t = gemm_tile_info(m, gptq_r);
   const int tiles = ((n_pad + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
-  const int ktiles = k_pad / 64;
+  // The kernel cuts K in whole groups when a group spans several BK steps (gemm_split_share): plan in those units,
+  // so the planned slices, their balance and "no empty slice" are the kernel's own.
+  const int per_group = gemm_steps_per_group(group_size, gptq_r);
+  const int units = (k_pad / 64 + per_group - 1) / per_group;
   const int sms = dev.sms > 0 ? dev.sms : detail::kFallbackSms;
   const int per_sm = detail::resident_ctas(t.min_ctas, t.smem_per_cta, dev.smem_per_sm > 0 ? dev.smem_per_sm : detail::kFallbackSmemPerSm);
   const detail::SplitPlan sp =
-      detail::plan_splits(tiles, ktiles, kGemmMinKTilesPerSplit, sms, per_sm, t.inflight_bytes,
+      detail::plan_splits(tiles, units, (kGemmMinKTilesPerSplit + per_group - 1) / per_group, sms, per_sm, t.inflight_bytes,
                           static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4, split_request);
   return detail::to_plan(sp, m, n_pad, tiles);
 }

@@ -58,6 +58,16 @@ struct StageLayout {
   static_assert(kABytes % 16 == 0 && kBBytes % 16 == 0 && kSBytes % 16 == 0, "16-byte cp.async chunks");
 };
 
+// How the GEMM cuts K among split-K slices (split planning must count the same shares): every slice but the last
+// gets `share` BK steps, rounded up to whole groups when an AWQ group spans several BK steps (G = 128: 2), so each
+// slice starts on a group boundary (the hot loop builds a group's scale/zero params once, at compile-time steps).
+__host__ __device__ constexpr int gemm_steps_per_group(int group_size, bool gidx) {
+  return !gidx && group_size > 64 ? group_size / 64 : 1;  // 64 = GemmTile::BK
+}
+__host__ __device__ constexpr int gemm_split_share(int ktiles, int splits, int steps_per_group) {
+  return ((ktiles + splits - 1) / splits + steps_per_group - 1) / steps_per_group * steps_per_group;
+}
+
 // G: group size (32/64/128) for the AWQ path, 0 for GPTQ-R (GIDX = true).
 template <typename T, typename Tile, int G, bool GIDX>
 __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kernel(const W4Args p) {
@@ -66,6 +76,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   constexpr int NB = BN / 16;  // weight blocks per k16 row of the CTA tile
   using L = StageLayout<Tile, GIDX>;
   static_assert(GIDX || (G == 32 || G == 64 || G == 128), "group size");
+  static_assert(BK == 64, "gemm_steps_per_group assumes BK = 64");
 
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ A = static_cast<const T*>(p.a);
@@ -80,10 +91,19 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int nblocks = p.n_pad / 16;
 
   const int ktiles = p.k_pad / BK;
-  const int per_split = (ktiles + p.splits - 1) / p.splits;
+  // AWQ with G > BK: a group spans STEPS_PER_GROUP BK steps; splits start on group boundaries, so in the unrolled
+  // ring turn below the steps that begin a group are compile-time constants and the scale/zero params of a group
+  // are built once (when STAGES is a multiple of it), not once per step.
+  constexpr int STEPS_PER_GROUP = gemm_steps_per_group(G, GIDX);
+  constexpr bool KEEP_PARAMS = Tile::STAGES % STEPS_PER_GROUP == 0;
+  const int per_split = gemm_split_share(ktiles, p.splits, STEPS_PER_GROUP);
   const int kt_begin = blockIdx.z * per_split;
   const int kt_end = min(ktiles, kt_begin + per_split);
   const int nk = kt_end - kt_begin;  // may be <= 0 for a trailing split: then it contributes zeros
+
+  // Shared memory is addressed with 32-bit shared addresses: every address in the hot loop is a per-thread register
+  // fixed before the loop plus an immediate (the ring slot is a compile-time constant, see the main loop below).
+  const uint32_t sbase = smem_u32(smem);
 
   // Copy assignments are fixed per thread for the whole K loop: the source pointers are computed once here and
   // advanced by one BK step per load_stage call (the calls come in K order), so the loop body only adds strides.
@@ -95,17 +115,18 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   // swizzle (row & 7) and the chunk are the same for every it: the shared offset is a_dst + it * (rows) * BK.
   static_assert((THREADS / 8) % 8 == 0, "A copy rounds must keep the swizzle phase");
   const int a_ch = tid & 7, a_row = tid >> 3;
-  const int a_dst = a_row * BK + ((a_ch ^ (a_row & 7)) * 8);
-  int a_k = kt_begin * BK + a_ch * 8;
-  const T* a_src[IT_A];
+  const uint32_t a_dst = pinned(sbase + (a_row * BK + ((a_ch ^ (a_row & 7)) * 8)) * 2);
+  uint32_t a_k = kt_begin * BK + a_ch * 8;  // the chunk's k; its source is a_rowp[it] + a_k (one wide IMAD)
+  const T* a_rowp[IT_A];
   bool a_row_ok[IT_A];
 #pragma unroll
   for (int it = 0; it < IT_A; ++it) {
     const int gm = m0 + a_row + it * (THREADS / 8);
     a_row_ok[it] = gm < p.m;
-    a_src[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k + a_k;
+    a_rowp[it] = A + static_cast<size_t>(a_row_ok[it] ? gm : 0) * p.k;
+    if constexpr (!GIDX) a_rowp[it] = pinned_ptr(a_rowp[it]);  // GPTQ-R needs the 2 registers (it spills)
   }
-  // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 4 c words (a verbatim copy).
+  // B chunk c = (k16 row kk, block nb, part) in that order, so its shared offset is 16 c bytes (a verbatim copy).
   const uint32_t* b_src[IT_B];
   bool b_ok[IT_B];
 #pragma unroll
@@ -124,32 +145,36 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const int s_which = tid / (SLOTS_USED * S_CH), s_slot = (tid % (SLOTS_USED * S_CH)) / S_CH;
   const int s_col = n0 + (tid % S_CH) * 8;
   const bool s_ok = tid < S_COPIES && s_col < p.n_pad;
-  const T* s_base = (s_which ? zeros : scales) + (s_ok ? s_col : 0);
-  const int s_dst = (s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8;
+  const T* s_base = (s_which ? zeros : scales) + (s_ok ? s_col : 0) + static_cast<size_t>(s_slot) * p.n_pad;
+  if constexpr (!GIDX) s_base = pinned_ptr(s_base);
+  const uint32_t s_stride = pinned(static_cast<uint32_t>(p.n_pad) * sizeof(T));  // bytes per scale row
+  const uint32_t s_dst =
+      pinned(sbase + L::kABytes + L::kBBytes + ((s_which * L::kSlots + s_slot) * BN + (tid % S_CH) * 8) * 2);
+  const uint32_t b_dst = pinned(sbase + L::kABytes + 16 * tid);
+  // the first scale row of BK step kt is (kt BK) / G: a shift of an unsigned (G and BK are powers of two)
+  const auto s_row = [&](int kt) {
+    return G >= BK ? static_cast<uint32_t>(kt) / (G / BK) : static_cast<uint32_t>(kt) * (BK / (G ? G : BK));
+  };
 
-  auto load_stage = [&](int slot, int kt) {
-    unsigned char* st = smem + slot * L::kStageBytes;
-    T* As = reinterpret_cast<T*>(st);
-    uint32_t* Bs = reinterpret_cast<uint32_t*>(st + L::kABytes);
+  // st: offset of the ring slot to fill; kt: the BK step it receives.
+  // scales: whether the step needs its scale/zero rows (compile-time; only group-start steps read them when a
+  // group's params are kept across steps, so the other steps of a group skip the copy).
+  auto load_stage = [&](uint32_t st, int kt, bool scales) {
 #pragma unroll
-    for (int it = 0; it < IT_A; ++it) {
-      const bool ok = a_row_ok[it] && a_k < p.k;
-      cp_async16(As + a_dst + it * (THREADS / 8) * BK, ok ? a_src[it] : A, ok);
-      a_src[it] += BK;
-    }
+    for (int it = 0; it < IT_A; ++it)  // rows past m and k past K read nothing (src-size 0) and land as zeros
+      cp_async16(a_dst + st + it * (THREADS / 8) * BK * 2, offset_wide(a_rowp[it], a_k, sizeof(T)),
+                 a_row_ok[it] && a_k < static_cast<uint32_t>(p.k));
     a_k += BK;
 #pragma unroll
     for (int it = 0; it < IT_B; ++it) {
-      cp_async16_stream(Bs + 4 * (tid + it * THREADS), b_src[it], b_ok[it], stream_policy);
+      cp_async16_stream(b_dst + st + 16 * it * THREADS, b_src[it], b_ok[it], stream_policy);
       b_src[it] += b_step;
     }
-    if constexpr (!GIDX) {
-      T* Ss = reinterpret_cast<T*>(st + L::kABytes + L::kBBytes);  // [2 (scale, zero)][kSlots][BN]
-      if (tid < S_COPIES)
-        cp_async16(Ss + s_dst, s_base + static_cast<size_t>((kt * BK) / G + s_slot) * p.n_pad, s_ok);
+    if constexpr (!GIDX) {  // [2 (scale, zero)][kSlots][BN]
+      if (scales && tid < S_COPIES)
+        cp_async16(s_dst + st, offset_wide(s_base, s_row(kt), s_stride), s_ok);
     } else {
-      int32_t* Is = reinterpret_cast<int32_t*>(st + L::kABytes + L::kBBytes);
-      if (tid < BK / 4) cp_async16(Is + tid * 4, p.g_idx + kt * BK + tid * 4, true);
+      if (tid < BK / 4) cp_async16(sbase + st + L::kABytes + L::kBBytes + tid * 16, p.g_idx + kt * BK + tid * 4, true);
     }
   };
 
@@ -161,43 +186,51 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
+  // Per-lane fragment addresses in ring slot 0 (pinned in registers), fixed for the loop. B: the ldmatrix row of n16 block j is
+  // b_lane + 128 j. A: k16 step kk of m16 tile mi reads chunk (2 kk + lane / 16) ^ (row & 7) of its row; 2 kk only
+  // flips chunk bits 1-2, so the offset is a_lane[mi] with the chunk XORed by 2 kk.
+  const uint32_t b_lane = pinned(sbase + L::kABytes + (((lane >> 3) * NB + warp_n * NT16) * 32 + (lane & 7) * 4) * 4);
+  uint32_t a_lane[MT][4];
+#pragma unroll
+  for (int mi = 0; mi < MT; ++mi) {
+    const int row = warp_m * Tile::WM + mi * 16 + (lane & 15);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      a_lane[mi][kk] = pinned(sbase + (row * BK + (((kk * 2 + (lane >> 4)) ^ (row & 7)) * 8)) * 2);
+  }
+  // AWQ scale/zero pair of n16 block j in slot s: s_lane + 2 (s BN + 16 j) (+ kSlots BN 2 for the zero).
+  const uint32_t s_lane = pinned(sbase + L::kABytes + L::kBBytes + (warp_n * Tile::WN + 2 * g) * 2);
+
+  const uint32_t magic = pinned(Dequant<T>::kMagic);
   // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
   constexpr int KK_PER_SLOT = GIDX ? 4 : ((G < BK ? G : BK) / 16);
-  auto compute_stage = [&](int slot) {
-    const unsigned char* st = smem + slot * L::kStageBytes;
-    const T* As = reinterpret_cast<const T*>(st);
-    const uint32_t* Bs = reinterpret_cast<const uint32_t*>(st + L::kABytes);
+  GroupParams grp[NT16];  // AWQ: one per n16 block, built per group slot
+  // st: offset of the ring slot, group_start: whether this BK step begins a group (both compile-time constants)
+  auto compute_stage = [&](uint32_t st, bool group_start) {
     uint32_t bw[NT16][4];  // [n16 block][k16 row]: this lane's packed word, one ldmatrix.x4 per block
 #pragma unroll
-    for (int j = 0; j < NT16; ++j)
-      ldmatrix_x4(bw[j], Bs + ((lane >> 3) * NB + warp_n * NT16 + j) * 32 + (lane & 7) * 4);
-    PairParams prm[GIDX ? 1 : NT16];  // AWQ: one per n16 block, rebuilt per group slot
+    for (int j = 0; j < NT16; ++j) ldmatrix_x4(bw[j], st + b_lane + 128 * j);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       if constexpr (!GIDX) {
-        if (kk % KK_PER_SLOT == 0) {  // compile-time after unrolling
-          const T* Ss = reinterpret_cast<const T*>(st + L::kABytes + L::kBBytes);
+        if (kk % KK_PER_SLOT == 0 && (group_start || !KEEP_PARAMS)) {  // compile-time after unrolling
           const int s = kk / KK_PER_SLOT;
 #pragma unroll
           for (int j = 0; j < NT16; ++j) {
-            const int col = warp_n * Tile::WN + j * 16 + 2 * g;
-            const uint32_t s01 = *reinterpret_cast<const uint32_t*>(Ss + s * BN + col);
-            const uint32_t z01 = *reinterpret_cast<const uint32_t*>(Ss + (L::kSlots + s) * BN + col);
-            prm[j] = make_params<T>(s01, z01);
+            const uint32_t s01 = ld_shared_u32(st + s_lane + 2 * (s * BN + 16 * j));
+            const uint32_t z01 = ld_shared_u32(st + s_lane + 2 * ((L::kSlots + s) * BN + 16 * j));
+            grp[j] = make_group<T>(s01, z01);
           }
         }
       }
       uint32_t a[MT][4];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) {
-        const int row = warp_m * Tile::WM + mi * 16 + (lane & 15);
-        const int ch = kk * 2 + (lane >> 4);
-        ldmatrix_x4(a[mi], As + row * BK + ((ch ^ (row & 7)) * 8));
-      }
+      for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
 #pragma unroll
       for (int j = 0; j < NT16; ++j) {
+        PairParams prm;
         if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
-          const int32_t* Is = reinterpret_cast<const int32_t*>(st + L::kABytes + L::kBBytes);
+          const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
           const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
           const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
           const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
@@ -212,10 +245,12 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
             sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
             zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
           }
-          prm[0] = make_params_rows<T>(sv, zv);
+          prm = make_params_rows<T>(sv, zv);
+        } else {
+          prm = expand(grp[j]);
         }
         uint32_t b[4];
-        Dequant<T>::run(bw[j][kk], prm[GIDX ? 0 : j], b);
+        Dequant<T>::run(bw[j][kk], prm, b, magic);
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
@@ -225,20 +260,38 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     }
   };
 
-  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed.
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < nk) load_stage(s, kt_begin + s);
-    cp_async_commit();  // commit even when empty so group counting stays uniform
-  }
-  for (int i = 0; i < nk; ++i) {
+  // Multi-stage pipeline: STAGES-1 tiles in flight ahead of the one being computed. Step i computes slot i % STAGES
+  // and refills slot (i - 1) % STAGES. For AWQ the loop body is one whole turn of the ring (TURN = STAGES steps),
+  // unrolled so both slots are compile-time constants: no slot arithmetic, every shared address an immediate
+  // offset; the steps left after the whole turns (< TURN) run once, unrolled the same way. GPTQ-R keeps one step
+  // per iteration (runtime slots): unrolled, its gather code spills.
+  constexpr int TURN = GIDX ? 1 : STAGES;
+  const auto step = [&](int i, int s) {  // s: i's position in its turn (compile-time when TURN = STAGES)
+    const int slot = TURN == STAGES ? s : i % STAGES;
     cp_async_wait<STAGES - 2>();
     __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
     const int next = i + STAGES - 1;
-    if (next < nk) load_stage(next % STAGES, kt_begin + next);
+    // next - kt_begin = i0 + s + STAGES - 1 with i0 a multiple of STAGES (a multiple of STEPS_PER_GROUP when
+    // KEEP_PARAMS): whether it starts a group is known at compile time
+    if (next < nk)
+      load_stage(((slot + STAGES - 1) % STAGES) * L::kStageBytes, kt_begin + next,
+                 !KEEP_PARAMS || (s + STAGES - 1) % STEPS_PER_GROUP == 0);
     cp_async_commit();
-    compute_stage(i % STAGES);
+    compute_stage(slot * L::kStageBytes, s % STEPS_PER_GROUP == 0);
+  };
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < nk) load_stage(s * L::kStageBytes, kt_begin + s, !KEEP_PARAMS || s % STEPS_PER_GROUP == 0);
+    cp_async_commit();  // commit even when empty so group counting stays uniform
   }
+  int i0 = 0;
+  for (; i0 + TURN <= nk; i0 += TURN) {
+#pragma unroll
+    for (int s = 0; s < TURN; ++s) step(i0 + s, s);
+  }
+#pragma unroll
+  for (int s = 0; s < TURN - 1; ++s)
+    if (i0 + s < nk) step(i0 + s, s);
   cp_async_wait<0>();
 
   // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.

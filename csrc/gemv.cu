@@ -89,12 +89,16 @@ __global__ void __launch_bounds__(kGemvThreads, gemv_min_ctas(MAXM, GIDX)) w4a16
 #pragma unroll
   for (int m = 0; m < MAXM; ++m) acc[m][0] = acc[m][1] = 0.f;
 
-  for (int c = cbeg + warp; c < cend; c += WARPS) {
+  // Per-warp running sources, advanced by WARPS chunks per iteration (no per-chunk address arithmetic).
+  const uint32_t w_row_bytes = static_cast<uint32_t>(row_v4) * 16;
+  const char* wc = reinterpret_cast<const char*>(wlane) + static_cast<size_t>(cbeg + warp) * U * w_row_bytes;
+  const size_t w_step = static_cast<size_t>(WARPS) * U * w_row_bytes;
+  for (int c = cbeg + warp; c < cend; c += WARPS, wc += w_step) {
     const int kt0 = c * U;
-    const uint4* wc = wlane + static_cast<size_t>(kt0) * row_v4;
     uint4 wv[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) wv[u] = ld_stream_v4(wc + u * row_v4, policy);  // U x 512 B per warp in flight
+    for (int u = 0; u < U; ++u)  // U x 512 B per warp in flight
+      wv[u] = ld_stream_v4(offset_wide(wc, u, w_row_bytes), policy);
     // AWQ: the chunk's 64 rows lie in one group (G >= 64) or two (G = 32: k16 rows 0-1 and 2-3).
     constexpr int NGRP = GIDX ? 0 : (G == 32 ? 2 : 1);
     PairParams grp[NGRP > 0 ? NGRP : 1];

@@ -14,12 +14,11 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 }
 
 // Why: cp.async copies global->shared without staging through registers, so several pipeline stages are in flight;
-// src-size 0 zero-fills, which predicates out-of-range rows without a branch or an uninitialised tile.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+// src-size 0 zero-fills (and reads nothing), which predicates out-of-range rows without a branch or an uninitialised
+// tile. The destination is a 32-bit shared address (smem_u32), so a hot loop can keep it as base + immediate.
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool pred) {
   const int src_bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
-               "r"(src_bytes)
-               : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes) : "memory");
 }
 
 // Why: an L2 policy "evict first" for data read exactly once (the packed weights): streaming a 50 MB weight
@@ -31,10 +30,10 @@ __device__ __forceinline__ uint64_t evict_first_policy() {
 }
 
 // Why: cp.async with the L2 cache-policy operand (no C++ form) so streamed weight tiles carry evict-first.
-__device__ __forceinline__ void cp_async16_stream(void* smem, const void* gmem, bool pred, uint64_t policy) {
+__device__ __forceinline__ void cp_async16_stream(uint32_t smem, const void* gmem, bool pred, uint64_t policy) {
   const int src_bytes = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(smem_u32(smem)),
-               "l"(gmem), "r"(src_bytes), "l"(policy)
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(smem), "l"(gmem),
+               "r"(src_bytes), "l"(policy)
                : "memory");
 }
 
@@ -49,10 +48,42 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Why: ldmatrix hands each lane 4 bytes of each of four 8x8 b16 tiles in the mma fragment layout in one
 // instruction: for A the m16n8k16 A fragment, for the packed weights each lane's own word of four k16 rows.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(smem)));
+               : "r"(smem));
+}
+
+// Why: an opaque copy (asm volatile cannot be re-executed elsewhere) pins a loop-invariant value in a register:
+// without it ptxas rematerializes lane-dependent shared addresses from threadIdx inside the hot loop, several
+// instructions per address per iteration, to save the few registers they would hold.
+__device__ __forceinline__ uint32_t pinned(uint32_t v) {
+  uint32_t r;
+  asm volatile("mov.b32 %0, %1;\n" : "=r"(r) : "r"(v));
+  return r;
+}
+
+// Why: the 64-bit twin of pinned() for a loop-invariant global pointer (a row base the copies offset per step).
+template <typename P>
+__device__ __forceinline__ const P* pinned_ptr(const P* v) {
+  uint64_t r;
+  asm volatile("mov.b64 %0, %1;\n" : "=l"(r) : "l"(reinterpret_cast<uint64_t>(v)));
+  return reinterpret_cast<const P*>(r);
+}
+
+// Why: base + a * b (bytes) as one mad.wide.u32 (IMAD.WIDE.U32); the C++ form of a 32x32->64 product added to a
+// pointer comes out as several instructions with zero high words.
+__device__ __forceinline__ const void* offset_wide(const void* base, uint32_t a, uint32_t b) {
+  uint64_t r;
+  asm("mad.wide.u32 %0, %1, %2, %3;\n" : "=l"(r) : "r"(a), "r"(b), "l"(reinterpret_cast<uint64_t>(base)));
+  return reinterpret_cast<const void*>(r);
+}
+
+// Why: a 32-bit shared load at a 32-bit shared address (base + immediate in the hot loop, like ldmatrix's).
+__device__ __forceinline__ uint32_t ld_shared_u32(uint32_t smem) {
+  uint32_t r;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(r) : "r"(smem));
+  return r;
 }
 
 // Why: mma.sync m16n8k16 is the Ampere/Hopper tensor-core op reachable without wgmma; fp32 accumulation keeps long K exact enough.
@@ -93,6 +124,19 @@ __device__ __forceinline__ uint4 ld_stream_v4(const void* p, uint64_t policy) {
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p), "l"(policy));
   return r;
+}
+
+// Why: a half2 broadcast (lo, lo) / (hi, hi) written as PTX b16 moves, which ptxas folds into the .H0_H0 / .H1_H1
+// operand selector of the f16x2/bf16x2 instruction that reads it (free), where a PRMT would cost one instruction.
+__device__ __forceinline__ uint32_t bcast_lo(uint32_t a) {
+  uint32_t d;
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %1;\n mov.b32 %0, {l, l};\n}\n" : "=r"(d) : "r"(a));
+  return d;
+}
+__device__ __forceinline__ uint32_t bcast_hi(uint32_t a) {
+  uint32_t d;
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %1;\n mov.b32 %0, {h, h};\n}\n" : "=r"(d) : "r"(a));
+  return d;
 }
 
 // Why: explicit .rn on every fp16/bf16 op forbids the code generator from contracting a mul/add pair into an

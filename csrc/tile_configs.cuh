@@ -23,9 +23,12 @@ struct GemmTile {
 // m <= 16 (decode with a few sequences, speculative decoding): one m16 tile; 4 warps split N (64 columns
 //   each) so every weight is dequantized exactly once per CTA, and a warp dequantizes 16 words per stage, which
 //   amortizes the per-stage fixed cost (A fragments, barrier, copy issue) over twice the weights of a 32-column
-//   warp tile; 4 stages x 12 KB keep 24 KB of weights in flight per CTA, 4 CTAs per SM (MIN_CTAS 4: <= 128
-//   registers, 48 KB shared each); split-K fills the SMs when N / 256 is small.
-using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
+//   warp tile; 6 stages x 10.5 KB keep 5 x 8 KB = 40 KB of weights in flight per CTA, so ONE CTA per SM meets
+//   Little's law: split-K can then cut K into as few slices as balance needs (4096 x 11008 at G = 128: 86 whole
+//   groups x 16 N-tiles, 8 slices of 11 groups on 128 SMs, 0.95 of the mean SM's work; at 4 stages it took 15
+//   slices, 2 per SM, 12 groups on the busiest: 0.87). 3 CTAs per SM by shared memory on sm_90 (MIN_CTAS 3:
+//   <= 168 registers), 2 on sm_80.
+using TileM16 = GemmTile<16, 256, 1, 4, 6, 3>;
 // 16 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 5 stages x 13 KB = 65 KB,
 //   so 4 stages x 4 KB = 16 KB of weights in flight per CTA: the 2 CTAs per SM the planner counts on (MIN_CTAS 2,
 //   up to 255 registers: it needs ~165, GPTQ-R ~254) hold 32 KB per SM, above Little's law at 4.8 TB/s
@@ -67,9 +70,10 @@ constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
 // Launch planning (launch_common.h plan_splits): the weight bytes in flight per SM a plan aims for. Little's law
 // for the target, the H200, asks 4.8 TB/s x 800 ns / 132 SMs = 29091 bytes per SM, but the 800 ns of loaded
 // DRAM latency is an assumption (awq_ext/bench/static_model.py) and latency grows near peak bandwidth, so plans
-// aim 1.5x higher: where a split count reaches that, its extra fp32 partials cost ~1 % of the weight traffic.
+// aim 1.25x higher (36 KB): a plan below it is charged for the bandwidth it is taken to lose. (1.5x, 44 KB, made the
+// planner prefer 2 CTAs per SM with unbalanced slices over 1 per SM with balanced ones.)
 // GPUs with less bandwidth per SM (H100, A100) need less, so the target is conservative there.
-constexpr int kInflightTargetPerSm = 44 * 1024;
+constexpr int kInflightTargetPerSm = 36 * 1024;
 // Shared memory the runtime reserves per resident block (cudaDevAttrReservedSharedMemoryPerBlock on sm_80/90),
 // and an allowance for the kernels' static shared memory besides the stage ring (the split-K flag of
 // splitk.cuh); the static model checks the planned residency against the compiled kernels' real usage.

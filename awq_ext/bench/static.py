@@ -166,8 +166,10 @@ def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConsta
                     launch = static_launch.dequant_launch(consts, n, k, gpu.sms, occ.blocks_per_sm)
                     extra, extra_no_launch, suffix = fp16, fp16_no_launch, " + ideal fp16 GEMM"
                 else:
-                    plan_of = static_launch.gemv_launch if path == "gemv" else static_launch.gemm_launch
-                    launch = plan_of(consts, m, n, k, gpu.sms, gpu.smem_per_sm, variant == "gptq_r")
+                    gptq_r = variant == "gptq_r"
+                    launch = (static_launch.gemv_launch(consts, m, n, k, gpu.sms, gpu.smem_per_sm, gptq_r)
+                              if path == "gemv" else
+                              static_launch.gemm_launch(consts, m, n, k, group or 0, gpu.sms, gpu.smem_per_sm, gptq_r))
                     rep = find_kernel(reports, launch.kernel, dtype, variant, group, launch.config)
                     extra, extra_no_launch, suffix = 0.0, 0.0, ""
                 row = {"arch": arch, "gpu": gpu.name, "hbm_tbps": gpu.hbm_tbps, "shape": f"{n}x{k}", "n": n, "k": k,
@@ -185,18 +187,31 @@ def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConsta
     return rows
 
 
+DISPATCH_TIE = 0.02  # predicted totals this close are a tie: the model's assumptions are not that precise
+
+
 def derive_dispatch(rows: list[dict]) -> list[tuple[int, str]]:
     """Per M, the path with the least predicted time summed over the shapes; consecutive Ms merged into
-    ``(largest M, path)`` rows like ops.DISPATCH_TABLE (covering only the modelled Ms)."""
+    ``(largest M, path)`` rows like ops.DISPATCH_TABLE (covering only the modelled Ms).
+
+    Paths within :data:`DISPATCH_TIE` of the least total tie, and the tie goes to the one whose hot loop
+    has the most issue headroom over HBM bandwidth on its worst shape: both are predicted memory-bound,
+    but a loop whose instructions barely keep up with the bandwidth has nothing left to absorb latency the
+    model does not see (at M = 1 the GEMV, 5.1 TB/s of issue, against the M16 GEMM, 7.5 TB/s)."""
     table: list[tuple[int, str]] = []
     for m in sorted({r["m"] for r in rows}):
         totals: dict[str, float] = {}
+        headroom: dict[str, float] = {}
         for r in rows:
             if r["m"] == m:
                 totals[r["path"]] = totals.get(r["path"], 0.0) + r["predicted_us"]
+                ratio = r.get("issue_ceiling_tbps", 0.0) / r.get("hbm_tbps", 1.0)
+                headroom[r["path"]] = min(headroom.get(r["path"], ratio), ratio)
         n_shapes = len({r["shape"] for r in rows if r["m"] == m})
-        best = min((p for p in totals if sum(1 for r in rows if r["m"] == m and r["path"] == p) == n_shapes),
-                   key=lambda p: totals[p])
+        complete = [p for p in totals if sum(1 for r in rows if r["m"] == m and r["path"] == p) == n_shapes]
+        least = min(totals[p] for p in complete)
+        best = max((p for p in complete if totals[p] <= least * (1 + DISPATCH_TIE)),
+                   key=lambda p: (headroom[p], -totals[p]))
         if table and table[-1][1] == best:
             table[-1] = (m, best)
         else:

@@ -84,11 +84,15 @@ def _recognise_gemm(m: re.Match, mangled: str, demangled: str, c: CsrcConstants)
     gidx = m.group(9) == "true"
     mt, nt16 = tile.bm // tile.warps_m // 16, tile.bn // tile.warps_n // 16
     per_stage = tile.bk * tile.bn // 2
+    # gemm.cuh unrolls the AWQ main loop over one turn of the STAGES-slot ring (one iteration computes STAGES BK
+    # steps); the GPTQ-R loop computes one step per iteration
+    turn = 1 if gidx else tile.stages
     return KernelConfig(mangled, demangled, "gemm", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq",
                         None if gidx else int(m.group(8)), tile.name, tile.threads, gemm_dynamic_smem(tile, gidx),
-                        weight_bytes_per_iteration=per_stage, warps_per_iteration=tile.threads // 32,
+                        weight_bytes_per_iteration=turn * per_stage, warps_per_iteration=tile.threads // 32,
                         weight_bytes_in_flight_per_block=gemm_inflight_bytes(tile),
-                        expected_hmma_per_iteration=(tile.bk // 16) * nt16 * 2 * mt, min_stream_loads_per_iteration=1)
+                        expected_hmma_per_iteration=turn * (tile.bk // 16) * nt16 * 2 * mt,
+                        min_stream_loads_per_iteration=turn)
 
 
 def _recognise_gemv(m: re.Match, mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig:

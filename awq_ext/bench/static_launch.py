@@ -244,17 +244,23 @@ def _device(c: CsrcConstants, sms: int, smem_per_sm: int) -> tuple[int, int]:
     return (sms if sms > 0 else c.fallback_sms), (smem_per_sm if smem_per_sm > 0 else c.fallback_smem_per_sm)
 
 
-def gemm_launch(c: CsrcConstants, m: int, n: int, k: int, sms: int, smem_per_sm: int, gptq_r: bool = False,
-                split_request: int = 0) -> Launch:
+def gemm_steps_per_group(group_size: int, gptq_r: bool) -> int:
+    """gemm_steps_per_group (gemm.cuh): BK = 64 steps per AWQ group; the kernel's split-K slices are whole groups."""
+    return group_size // 64 if not gptq_r and group_size > 64 else 1
+
+
+def gemm_launch(c: CsrcConstants, m: int, n: int, k: int, group_size: int, sms: int, smem_per_sm: int,
+                gptq_r: bool = False, split_request: int = 0) -> Launch:
     """plan_gemm (gemm.cu), then launch_gemm_tile's grid."""
     n_pad, k_pad = padded(n, k)
     tile = gemm_tile(c, m)
     tiles = -(-n_pad // tile.bn) * -(-m // tile.bm)
     ktiles = k_pad // tile.bk
+    per_group = gemm_steps_per_group(group_size, gptq_r)
     sms, smem_per_sm = _device(c, sms, smem_per_sm)
     per_sm = resident_ctas(c, tile.min_ctas, gemm_dynamic_smem(tile, gptq_r) + c.static_smem_allowance, smem_per_sm)
-    plan = plan_splits(c, tiles, ktiles, c.gemm_min_ktiles_per_split, sms, per_sm, gemm_inflight_bytes(tile),
-                       n_pad * k_pad / 2, float(m) * n_pad * 4, split_request)
+    plan = plan_splits(c, tiles, -(-ktiles // per_group), -(-c.gemm_min_ktiles_per_split // per_group), sms, per_sm,
+                       gemm_inflight_bytes(tile), n_pad * k_pad / 2, float(m) * n_pad * 4, split_request)
     return Launch("gemm", tile.name, (-(-n_pad // tile.bn), -(-m // tile.bm), plan.splits), tile.threads, plan, ktiles)
 
 
@@ -296,5 +302,5 @@ def dequant_launch(c: CsrcConstants, n: int, k: int, sms: int, ctas_per_sm: int)
 
 
 __all__ = ["CsrcConstants", "GemmTileCfg", "Launch", "SplitPlan", "clamp_splits", "dequant_launch", "gemm_dynamic_smem",
-           "gemm_inflight_bytes", "gemm_launch", "gemm_tile", "gemv_launch", "gemv_min_ctas", "gemv_rows", "padded",
+           "gemm_inflight_bytes", "gemm_launch", "gemm_steps_per_group", "gemm_tile", "gemv_launch", "gemv_min_ctas", "gemv_rows", "padded",
            "plan_splits", "read_constants", "resident_ctas", "round_up", "split_stats"]

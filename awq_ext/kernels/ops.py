@@ -20,13 +20,14 @@ from awq_ext.errors import AWQInputError
 #                    FP16 by more than the dequantization itself, which is amortized at large M
 # These crossovers MUST be measured on the target GPU, never assumed: benchmarks/gpu_suite.py times every
 # path at every M and writes the measured table ("dispatch_measured" in its JSON); copy it here.
-# Until then they come from the SASS of the hot loops (sm_90, warp instructions per 512 weight bytes, no GPU
-# run): GEMV ~109 at M=1, ~145 at M=2, ~211 at M=4, ~340 at M=8 (each extra row costs its own HFMA2 dot
-# products); the M16 GEMM tile ~95-100 at any M <= 16 (the mma does the rows for free). So the GEMV only
-# serves plain decode (M=1, no shared-memory round trip, 4 CTAs/SM) and the GEMM takes M >= 2. Above M ~ 256
-# the 4x fewer weight bytes no longer pay for the extra dequant work (byte/flop model of DESIGN.md §6).
+# Until then they come from the static SASS model (python -m awq_ext.bench static; sm_90, no GPU run): the M16
+# GEMM tile's hot loop issues ~0.14 warp-instructions per weight byte at any M <= 16 (the mma does the rows for
+# free), 7.5 TB/s of issue headroom over the H200's 4.8 TB/s; the GEMV's ~0.20 at M = 1 (5.1 TB/s) rising with
+# each row (its own HFMA2 dot products). Both are predicted memory-bound at M = 1 within 1 %, so the GEMM takes
+# M = 1 as well, for its headroom (derive_dispatch's tie rule); the GEMV stays callable (path="gemv") and the GPU
+# suite times it. Above M ~ 256 the 4x fewer weight bytes no longer pay for the extra dequant work (byte/flop
+# model of DESIGN.md §6).
 DISPATCH_TABLE: tuple[tuple[int, str], ...] = (
-    (1, "gemv"),
     (256, "gemm"),
     (sys.maxsize, "dequant_cublas"),
 )

@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   for (int path = 0; path < 2; ++path) {  // 0: GEMV, 1: GEMM
     if (path == 0 && m > awq::kGemvMaxM) continue;
     const awq::Plan plan = path == 0 ? awq::plan_gemv(m, n_pad, k_pad, limits, 0, gidx != 0)
-                                       : awq::plan_gemm(m, n_pad, k_pad, limits, 0, gidx != 0);
+                                       : awq::plan_gemm(m, n_pad, k_pad, g, limits, 0, gidx != 0);
     float* d_part = nullptr;
     int* d_cnt = nullptr;
     if (plan.splits > 1) {

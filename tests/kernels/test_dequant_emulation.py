@@ -124,7 +124,7 @@ def zc_even(kind, z):
 
 def zc_odd(kind, z):
     if kind == "f16":
-        return hfma2(kind, z, C["kF16NegOne"], C["kF16NegMagic16"])
+        return hsub2(kind, C["kF16NegMagic16"], z)
     return zc_even(kind, z)
 
 
@@ -206,7 +206,7 @@ KINDS = ("f16", "bf16")
 
 
 def test_constants_parsed_and_lut_is_and_or():
-    for name in ("kLoMask", "kHiMask", "kF16Magic", "kF16Sixteenth", "kF16NegMagic16", "kF16NegOne",
+    for name in ("kLoMask", "kHiMask", "kF16Magic", "kF16Sixteenth", "kF16NegMagic16",
                  "kBF16Magic", "kBF16One", "kBF16NegOne", "kBF16NegZero", "kAndOrLut"):
         assert name in C, f"{name} missing from dequant.cuh"
     a, b, c = np.array([0xF0F0A5A5], dtype=U32), 0x0FF00FF0, 0x12345678

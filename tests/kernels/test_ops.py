@@ -19,7 +19,7 @@ def test_table_is_ordered_and_total():
     limits = [m for m, _ in DISPATCH_TABLE]
     assert limits == sorted(limits) and limits[-1] == sys.maxsize
     assert all(p in PATHS for _, p in DISPATCH_TABLE)
-    assert choose_path(1) == "gemv" and choose_path(2) == "gemm" and choose_path(256) == "gemm"
+    assert choose_path(1) == "gemm" and choose_path(2) == "gemm" and choose_path(256) == "gemm"
     assert choose_path(10**6) == "dequant_cublas"
     with pytest.raises(AWQInputError):
         choose_path(0)

@@ -145,6 +145,13 @@ def _tile(name: str) -> tuple[int, int]:
     return bm // wm // 16, bn // wn // 16
 
 
+def _stages(name: str) -> int:
+    """STAGES of a mangled GEMM kernel name: GemmTile<BM, BN, WARPS_M, WARPS_N, STAGES, MIN_CTAS>."""
+    m = re.search(r"GemmTileILi\d+ELi\d+ELi\d+ELi\d+ELi(\d+)ELi\d+E", name)
+    assert m, f"cannot read the stages of {name}"
+    return int(m.group(1))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gemv_hot_loop_is_half2(built, arch):
     cubin, _ = built[("gemv.cu", arch)]
@@ -167,13 +174,20 @@ def test_gemm_main_loop_takes_16_byte_fragments(built, src, arch):
     assert funcs
     for name, body in funcs.items():
         mt, nt16 = _tile(name)
+        stages = _stages(name)
+        # the AWQ loop body is one turn of the STAGES-slot ring (gemm.cuh), the GPTQ-R one a single BK step
+        steps = stages if src == "gemm.cu" else 1
         loop = main_loop(name, body)
         ldsm = sum(op.startswith("LDSM") for op, _ in loop)
-        assert ldsm == 4 * mt + nt16, f"{name} ({arch}): {ldsm} LDSM per stage, expected 4 MT + NT16 = {4 * mt + nt16}"
+        assert ldsm == steps * (4 * mt + nt16), (f"{name} ({arch}): {ldsm} LDSM per iteration, expected "
+                                                 f"{steps} x (4 MT + NT16) = {steps * (4 * mt + nt16)}")
         hmma = sum(op.startswith("HMMA") for op, _ in loop)
-        assert hmma == 4 * 2 * nt16 * mt, f"{name} ({arch}): {hmma} HMMA per stage, expected {8 * nt16 * mt}"
-        if src == "gemm.cu":  # 32-bit shared loads: only the scale/zero pairs (2 per n16 block and group slot)
+        assert hmma == steps * 4 * 2 * nt16 * mt, f"{name} ({arch}): {hmma} HMMA per iteration, expected {steps * 8 * nt16 * mt}"
+        if src == "gemm.cu":  # 32-bit shared loads: only the scale/zero pairs (2 per n16 block and group)
+            g = int(re.search(r"EELi(\d+)ELb0E", name).group(1))
+            slots = 2 if g == 32 else 1
+            # a group of G > 64 spans G / 64 steps; its pairs are loaded once when the turn holds whole groups
+            builds = stages // (g // 64) if g > 64 and stages % (g // 64) == 0 else stages
             lds32 = sum(op == "LDS" and not rest.strip().startswith("RZ") for op, rest in loop)
-            slots = 2 if "ELi32ELb0E" in name else 1
-            assert lds32 <= 2 * nt16 * slots, f"{name} ({arch}): {lds32} 32-bit LDS in the main loop"
+            assert lds32 <= 2 * nt16 * slots * builds, f"{name} ({arch}): {lds32} 32-bit LDS in the main loop"
         assert any(op.startswith("LDGSTS") for op, _ in loop), f"{name} ({arch}): no cp.async in the main loop"

@@ -264,7 +264,7 @@ def test_fp16_baseline():
 
 def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
     (tmp_path / "tile_configs.cuh").write_text(textwrap.dedent(f"""
-        using TileM16 = GemmTile<16, 256, 1, 4, 4, 4>;
+        using TileM16 = GemmTile<16, 256, 1, 4, 6, 3>;
         using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
         using TileM128 = GemmTile<128, 128, 2, 4, 3, 1>;
         constexpr int kGemvWarps = 8;
@@ -279,7 +279,7 @@ def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
         template <typename Tile>
         constexpr int gemm_inflight_bytes() {{ return (Tile::STAGES - 1) * Tile::BK * Tile::BN / 2; }}
         constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
-        constexpr int kInflightTargetPerSm = 44 * 1024;
+        constexpr int kInflightTargetPerSm = 36 * 1024;
         constexpr int kReservedSmemPerCta = 1024;
         constexpr int kStaticSmemAllowance = 16;
         constexpr int kGemmMinKTilesPerSplit = 4;
@@ -303,8 +303,8 @@ def test_split_stats_by_hand(tmp_path):
     # a wave tail: 688 one-step CTAs, 528 slots: the busiest SM runs 6, the mean is 5.21
     p = static_launch.split_stats(c, 688, 1, 1, 132, 4, 24576)
     assert p.busiest_sm_steps == 6 and p.wave_efficiency == pytest.approx(688 / 132 / 6)
-    # too few bytes in flight: 129 CTAs of 24 KB on 132 SMs hold 23.5 KB per SM, 0.53 of kInflightTargetPerSm
-    assert static_launch.split_stats(c, 129, 1, 64, 132, 4, 24576).latency_cover == pytest.approx(129 / 132 * 24576 / 45056)
+    # too few bytes in flight: 129 CTAs of 24 KB on 132 SMs hold 23.5 KB per SM, 0.65 of kInflightTargetPerSm
+    assert static_launch.split_stats(c, 129, 1, 64, 132, 4, 24576).latency_cover == pytest.approx(129 / 132 * 24576 / 36864)
     # residency: the launch-bounds minimum unless shared memory holds fewer (1 KB reserved per CTA)
     assert static_launch.resident_ctas(c, 4, 49168, 233472) == 4
     assert static_launch.resident_ctas(c, 4, 49168, 167936) == 3
@@ -321,21 +321,24 @@ def test_launch_grids_mirror_the_launchers(tmp_path):
     assert g.plan.wave_efficiency == pytest.approx(172 * 64 / 132 / 88)
     # GPTQ-R builds for 2 CTAs/SM (264 slots): 64 strips x 4 splits = 256 CTAs, slices of 43 chunks
     assert static_launch.gemv_launch(c, 1, 4096, 11008, *h200, gptq_r=True).grid == (64, 4, 1)
-    # GEMM 4096x11008, M = 1..16: 16 tiles of 256 columns, 172 k-tiles: 16 splits (8 would leave 1 CTA, 24 KB,
-    # per SM: below Little's law)
-    g = static_launch.gemm_launch(c, 1, 4096, 11008, *h200)
-    assert (g.grid, g.config, g.threads) == ((16, 1, 16), "TileM16", 128)
-    assert static_launch.gemm_launch(c, 1, 11008, 4096, *h200).grid == (43, 1, 6)
+    # GEMM 4096x11008, M = 1..16: 16 tiles of 256 columns, 172 k-tiles; the 6-stage M16 tile keeps 40 KB in
+    # flight per CTA, so 1 CTA per SM suffices: 8 splits (128 CTAs). At G = 128 the kernel cuts K in whole groups:
+    # 86 groups in slices of 11 - also 8 splits, 11 groups on the busiest SM vs a mean of 10.42: 0.947
+    for g_size in (64, 128):
+        g = static_launch.gemm_launch(c, 1, 4096, 11008, g_size, *h200)
+        assert (g.grid, g.config, g.threads) == ((16, 1, 8), "TileM16", 128)
+    assert g.plan.wave_efficiency == pytest.approx(16 * 86 / 132 / 11)
+    assert static_launch.gemm_launch(c, 1, 11008, 4096, 128, *h200).grid == (43, 1, 3)
     # M = 32: the 5-stage M64 tile keeps 16 KB in flight per CTA, 2 planned per SM: 86 tiles x 3 splits
-    g = static_launch.gemm_launch(c, 32, 11008, 4096, *h200)
+    g = static_launch.gemm_launch(c, 32, 11008, 4096, 128, *h200)
     assert (g.config, g.grid, g.plan.ctas_per_sm) == ("TileM64", (86, 1, 3), 2)
-    # on sm_80's 164 KB of shared memory only 3 M16 CTAs fit: the plan counts on 3
-    assert static_launch.gemm_launch(c, 16, 4096, 11008, 108, 167936).plan.ctas_per_sm == 3
+    # on sm_80's 164 KB of shared memory only 2 of the 6-stage M16 CTAs fit: the plan counts on 2
+    assert static_launch.gemm_launch(c, 16, 4096, 11008, 128, 108, 167936).plan.ctas_per_sm == 2
     # M = 200: 172 tiles already fill 132 SMs: no split (a second wave would only add partial traffic)
-    assert static_launch.gemm_launch(c, 200, 11008, 4096, *h200).grid == (86, 2, 1)
+    assert static_launch.gemm_launch(c, 200, 11008, 4096, 128, *h200).grid == (86, 2, 1)
     assert static_launch.gemv_launch(c, 5, 64, 64, *h200).config == "MAXM=8"
     # an explicit request is clamped, never re-planned
-    assert static_launch.gemm_launch(c, 1, 4096, 11008, *h200, split_request=3).splits == 3
+    assert static_launch.gemm_launch(c, 1, 4096, 11008, 128, *h200, split_request=3).splits == 3
     assert static_launch.dequant_launch(c, 4096, 11008, 132, 8).grid == (4096 * 11008 // 8 // 256, 1, 1)
     # clamp_splits (launch_common.cu): cap by the minimum steps per split, then no empty split
     assert static_launch.clamp_splits(9, 172, 4) == 9
@@ -367,6 +370,12 @@ def test_dispatch_and_acceptance_rules():
     table = derive_dispatch(rows)
     assert table == [(1, "gemv"), (16, "gemm")]
     assert pick(table, 2) == "gemm"
+    # a near tie (within 2 %) goes to the path with more issue headroom over HBM on its worst shape
+    tie = [{"m": 1, "shape": s, "path": p, "predicted_us": t, "issue_ceiling_tbps": c, "hbm_tbps": 4.8}
+           for s in ("a", "b") for p, t, c in (("gemv", 7.25, 5.1), ("gemm", 7.33, 7.5))]
+    assert derive_dispatch(tie) == [(1, "gemm")]
+    assert derive_dispatch([{**r, "predicted_us": r["predicted_us"] * (1.1 if r["path"] == "gemm" else 1)}
+                            for r in tie]) == [(1, "gemv")]
     good = {"m": 4, "hbm_tbps": 4.8, "issue_ceiling_tbps": 7.3, "spill_bytes": 0, "bytes_in_flight_per_sm": 30000,
             "littles_law_bytes_per_sm": 29091, "wave_efficiency": 0.95, "planned_residency_fits": True}
     assert acceptance(good)["all"] is True
@@ -394,13 +403,18 @@ def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
         gemv.check_loop(loop(63, 4))  # a load-only inner loop of a chunked kernel looks like this
     with pytest.raises(SassError, match="device-memory loads"):
         gemv.check_loop(loop(500, 3))
-    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 4, 4>, 128, false>"
+    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 6, 3>, 128, false>"
                           "(awq::W4Args)", c)
-    # 4 k16 steps x 4 n16 blocks per warp x 2 mma n8 tiles; 3 stages of 64 x 256 / 2 bytes ahead
-    assert gemm.expected_hmma_per_iteration == 32 and gemm.weight_bytes_in_flight_per_block == 3 * 8192
-    gemm.check_loop(loop(200, 4, hmma=32))
+    # one iteration = one turn of the 6-stage ring: 6 BK steps x 4 k16 steps x 4 n16 blocks per warp x 2 mma n8
+    # tiles, 6 x 8 KB of weights; 5 stages of 64 x 256 / 2 bytes ahead
+    assert gemm.expected_hmma_per_iteration == 192 and gemm.weight_bytes_in_flight_per_block == 5 * 8192
+    assert gemm.weight_bytes_per_iteration == 6 * 8192 and gemm.min_stream_loads_per_iteration == 6
+    gemm.check_loop(loop(1200, 6, hmma=192))
     with pytest.raises(SassError, match="HMMA"):
-        gemm.check_loop(loop(200, 4, hmma=16))
+        gemm.check_loop(loop(1200, 6, hmma=32))  # one step of the ring is not the unrolled loop
+    gptq = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 6, 3>, 0, true>"
+                          "(awq::W4Args)", c)
+    assert gptq.expected_hmma_per_iteration == 32 and gptq.weight_bytes_per_iteration == 8192
     with pytest.raises(SassError, match="not described"):
         recognise("m", "void awq::w4a16_wgmma_kernel<__half>(awq::W4Args)", c)
 

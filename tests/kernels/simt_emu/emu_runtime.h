@@ -371,6 +371,21 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   collective_leave();
 }
 
+// ld.shared.b32: in range, 4-byte aligned, and (LATE) never of bytes whose cp.async has not been waited for.
+inline uint32_t ld_shared_u32(const unsigned char* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 4 != 0) fail("ld.shared.b32: address not 4-byte aligned");
+  if (p < g_cta->dyn || p + 4 > g_cta->dyn + g_cta->dyn_bytes)
+    fail("ld.shared.b32: shared offset %td outside the %zu dynamic bytes", p - g_cta->dyn, g_cta->dyn_bytes);
+  if (g_mode == kLate) {
+    const size_t off = static_cast<size_t>(p - g_cta->dyn);
+    for (size_t i = 0; i < 4; ++i)
+      if (g_cta->pending[off + i] != 0) fail("ld.shared reads shared bytes whose cp.async has not been waited for");
+  }
+  uint32_t r;
+  std::memcpy(&r, p, 4);
+  return r;
+}
+
 template <typename T>
 inline float to_float(uint16_t bits) {
   T h;

@@ -7,19 +7,31 @@
 
 namespace awq {
 
-inline uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p)); }
+// A 32-bit shared address is the offset into the CTA's dynamic shared memory (the only shared memory the kernels
+// address this way); out-of-range addresses fail in the emulated ops' checks.
+inline uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu::g_cta->dyn);
+}
+inline unsigned char* smem_ptr(uint32_t a) { return emu::g_cta->dyn + a; }
 
-inline void cp_async16(void* smem, const void* gmem, bool pred) { emu::cp_async(smem, gmem, pred ? 16 : 0); }
+inline void cp_async16(uint32_t smem, const void* gmem, bool pred) { emu::cp_async(smem_ptr(smem), gmem, pred ? 16 : 0); }
 // L2 cache policies change no values: the policy is an opaque token, the copy and load are the plain ones.
 inline uint64_t evict_first_policy() { return 0x1ull; }
-inline void cp_async16_stream(void* smem, const void* gmem, bool pred, uint64_t) { cp_async16(smem, gmem, pred); }
+inline void cp_async16_stream(uint32_t smem, const void* gmem, bool pred, uint64_t) { cp_async16(smem, gmem, pred); }
 inline void cp_async_commit() { emu::commit(); }
 template <int N>
 inline void cp_async_wait() {
   emu::wait_group(N);
 }
 
-inline void ldmatrix_x4(uint32_t (&r)[4], const void* smem) { emu::ldmatrix_x4(r, smem); }
+inline void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) { emu::ldmatrix_x4(r, smem_ptr(smem)); }
+inline uint32_t pinned(uint32_t v) { return v; }
+template <typename P>
+inline const P* pinned_ptr(const P* v) { return v; }
+inline const void* offset_wide(const void* base, uint32_t a, uint32_t b) {
+  return static_cast<const unsigned char*>(base) + static_cast<uint64_t>(a) * b;
+}
+inline uint32_t ld_shared_u32(uint32_t smem) { return emu::ld_shared_u32(smem_ptr(smem)); }
 
 template <typename T>
 inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -40,6 +52,9 @@ inline uint4 ld_stream_v4(const void* p, uint64_t) {
   std::memcpy(&r, p, 16);
   return r;
 }
+
+inline uint32_t bcast_lo(uint32_t a) { return (a & 0xFFFFu) | (a << 16); }
+inline uint32_t bcast_hi(uint32_t a) { return (a >> 16) | (a & 0xFFFF0000u); }
 
 namespace emu_detail {
 inline double h2d(uint16_t b) {
