@@ -250,7 +250,8 @@ def test_gptq_methods_through_pipeline(calib_ids):
     plant_outliers(base)
     calib_ids = calib_ids[:2, :16]
     runs = [(m, {}) for m in ("gptq", "gptq-r", "awq+gptq", "awq+gptq-r")]
-    runs += [("gptq-r", {"static_groups": True, "observer": "mse", "hessian_dtype": "float32"})]
+    runs += [("gptq-r", {"static_groups": True, "observer": "mse", "hessian_dtype": "float32"}),
+             ("awq+gptq-r", {"static_groups": True, "observer": "mse"}), ("gptq-r", {"observer": "mse"})]
     for m, extra in runs:
         model = copy.deepcopy(base)
         cfg = QuantizeConfig(method=m, w_bit=3, group_size=32, chunk_size=2, propagate="fp", extra=extra)
