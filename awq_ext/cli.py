@@ -98,7 +98,8 @@ def _add_quant(p: argparse.ArgumentParser, multi: bool = False) -> None:
                     help="group scales/zeros fixed up front from the original weights' contiguous groups (plain "
                          "layout, no g_idx) instead of formed during the loop in processing order")
     gq.add_argument("--observer", choices=sorted(OBSERVERS), default=None,
-                    help="group range: min-max, or mse (search of shrunk ranges minimising each group's error)")
+                    help="group range: mse (default; search of shrunk ranges minimising each group's error) or "
+                         "min-max (the reference GPTQ)")
     gq.add_argument("--hessian-dtype", choices=sorted(HESSIAN_DTYPES), default=None,
                     help="Hessian accumulation precision (default float64)")
     w8 = p.add_argument_group("W8A8 methods (w8a8-rtn, smoothquant, aweq)")

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from awq_ext.calibrate import SearchRecord, get_method, quantize_model
+from awq_ext.calibrate.methods import REFERENCE_GPTQ_OPTIONS
 from awq_ext.calibrate.pipeline import QuantizationResult, needs_calibration
 from awq_ext.config import AWQConfig, QuantizeConfig
 from awq_ext.data import calib_blocks, calib_start, eval_windows
@@ -358,5 +359,7 @@ def quant_cfg(method: str, bits: int, group: int, s: RunSettings, awq: AWQConfig
     awq = dataclasses.replace(awq or AWQConfig(), loss_tokens=None)
     if s.loss_samples is not None:
         awq = dataclasses.replace(awq, loss_samples=s.loss_samples)
+    # ... and their GPTQ rows are the paper's baseline, the reference GPTQ (min-max ranges), not the CLI default.
+    base = REFERENCE_GPTQ_OPTIONS if get_method(method).quantizer.startswith("gptq") else {}
     return QuantizeConfig(method=method, w_bit=bits, group_size=group, awq=awq,
-                          chunk_size=s.chunk_size, extra=dict(extra or {}))
+                          chunk_size=s.chunk_size, extra={**base, **(extra or {})})

@@ -33,7 +33,8 @@ def run(runner: Runner, s: RunSettings, bits: tuple[int, ...] = (4, 3), group: i
     notes = [
         "Quantize time is the calibration/search wall time on the shared 2-core CPU (RTN: no calibration); "
         "for an AWQ row replayed from the search cache the original search time is shown.",
-        "GPTQ: damp 0.01, block 128, dynamic groups; GPTQ-R adds act-order (descending Hessian diagonal) "
+        "GPTQ: the reference algorithm (min-max group ranges; the CLI defaults to the MSE observer), damp 0.01, "
+        "block 128, dynamic groups; GPTQ-R adds act-order (descending Hessian diagonal) "
         "and exports g_idx.",
         "AWQ + GPTQ: AWQ's scales and clipping (the AWQ row's search, replayed when cached), then natural-order "
         "GPTQ on the transformed weights; its time is the AWQ search plus the GPTQ pass.",

@@ -37,8 +37,12 @@ def rtn_quantizer(linear: nn.Linear, inputs: torch.Tensor | None, spec: QuantSpe
     return QuantizedWeight(q, s, z, spec)
 
 
+# observer "mse": at W3 g64 on SmolLM2 it took GPTQ-R from 20.34 to 16.48 ppl on Protocol P
+# (benchmarks/results/gptq/README.md); dynamic groups keep GPTQ-R's g_idx export.
 GPTQ_OPTION_DEFAULTS = {"damp": 0.01, "block_size": 128, "act_order": False, "static_groups": False,
-                        "observer": "minmax", "hessian_dtype": "float64"}
+                        "observer": "mse", "hessian_dtype": "float64"}
+# The reference GPTQ (Frantar et al.): min-max group ranges, the paper's baseline in the analyses.
+REFERENCE_GPTQ_OPTIONS = {"observer": "minmax"}
 
 
 def _gptq_options(options: dict, name: str) -> dict:

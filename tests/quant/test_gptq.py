@@ -250,7 +250,8 @@ def test_gptq_methods_through_pipeline(calib_ids):
     plant_outliers(base)
     calib_ids = calib_ids[:2, :16]
     runs = [(m, {}) for m in ("gptq", "gptq-r", "awq+gptq", "awq+gptq-r")]
-    runs += [("gptq-r", {"static_groups": True, "observer": "mse", "hessian_dtype": "float32"})]
+    runs += [("gptq-r", {"static_groups": True, "observer": "mse", "hessian_dtype": "float32"}),
+             ("awq+gptq-r", {"static_groups": True, "observer": "mse"}), ("gptq-r", {"observer": "mse"})]
     for m, extra in runs:
         model = copy.deepcopy(base)
         cfg = QuantizeConfig(method=m, w_bit=3, group_size=32, chunk_size=2, propagate="fp", extra=extra)
@@ -271,3 +272,25 @@ def test_gptq_methods_through_pipeline(calib_ids):
         quantize_model(copy.deepcopy(base), calib_ids,
                        QuantizeConfig(method="gptq", group_size=32, extra={"hessian_dtype": "half"}),
                        progress=False)
+
+
+def test_gptq_methods_default_to_the_mse_observer_and_analyses_to_the_reference(calib_ids):
+    from awq_ext.analysis.runner import RunSettings, quant_cfg
+
+    base = tiny_llama(layers=1)
+    plant_outliers(base)
+    calib_ids = calib_ids[:2, :16]
+    codes = {}
+    for label, extra in (("default", {}), ("mse", {"observer": "mse"}), ("minmax", {"observer": "minmax"})):
+        cfg = QuantizeConfig(method="gptq-r", w_bit=3, group_size=32, chunk_size=2, propagate="fp", extra=extra)
+        codes[label] = quantize_model(copy.deepcopy(base), calib_ids, cfg, progress=False).quantized
+    for name, qw in codes["default"].items():
+        assert torch.equal(qw.q, codes["mse"][name].q) and torch.equal(qw.scales, codes["mse"][name].scales)
+        assert qw.g_idx is not None  # dynamic groups stay the default: GPTQ-R keeps its g_idx export
+    assert any(not torch.equal(qw.scales, codes["minmax"][n].scales) for n, qw in codes["default"].items())
+    # the paper's tables compare against the reference GPTQ (min-max ranges), not the CLI default
+    s = RunSettings()
+    for m in ("gptq", "gptq-r", "awq+gptq"):
+        assert quant_cfg(m, 3, 32, s).extra["observer"] == "minmax"
+        assert quant_cfg(m, 3, 32, s, extra={"observer": "mse"}).extra["observer"] == "mse"
+    assert quant_cfg("awq", 3, 32, s).extra == {}
