@@ -220,3 +220,21 @@ def test_cli_stream_quantize_eval_compare(float_dir: Path, tmp_path: Path) -> No
     assert [r["method"] for r in rows] == ["fp16", "rtn", "aweq"]
     assert rows[0]["ppl"] == pytest.approx(f_mem["ppl"], rel=1e-6)
     assert all(math.isfinite(r["ppl"]) for r in rows)
+
+
+def test_casting_read_equals_a_whole_cast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that casts goes through the file a few rows at a time: the result is the whole tensor's cast."""
+    from safetensors.torch import save_file
+
+    from awq_ext.io import stream
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"emb": torch.randn(37, 24, generator=gen), "norm": torch.rand(24, generator=gen),
+               "ids": torch.arange(5)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(stream, "_CAST_BYTES", 5 * 24 * 4)  # 5 rows per step: 8 steps, the last one short
+    src = stream.SafetensorsSource(tmp_path)
+    got = src.read(["emb", "norm", "ids"], torch.float16)
+    assert torch.equal(got["emb"], tensors["emb"].half()) and torch.equal(got["norm"], tensors["norm"].half())
+    assert torch.equal(got["ids"], tensors["ids"])  # integers are never cast
+    assert torch.equal(src.read(["emb"])["emb"], tensors["emb"])
