@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 
 from awq_ext.calibrate.capture import block_output
-from awq_ext.quant.awq import gram_output_sse, input_gram, scaled_fake_quant
-from awq_ext.quant.quantizer import QuantSpec
+from awq_ext.quant.awq import gram_output_sse, input_gram
+from awq_ext.quant.quantizer import QuantSpec, scaled_fake_quant
 
 
 class GroupLoss(Protocol):

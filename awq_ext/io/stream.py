@@ -218,9 +218,9 @@ class BlockStore:
               dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         stored = {n: self._stored_name(n) for n in names}
         out = {}
-        for n, s in stored.items():  # one tensor at a time: a float32 copy and its cast, never a whole set
+        for n, s in stored.items():  # one tensor at a time (the source casts floats), never a whole set
             t = self.source.read([s], dtype or self.dtype)[s]
-            out[n] = (t.to(dtype or self.dtype) if t.is_floating_point() else t).to(device)
+            out[n] = t.to(device)
             del t
         return out
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Literal, Sequence
 import torch
 
 from awq_ext.errors import AWQInputError
-from awq_ext.quant.quantizer import QuantSpec, compute_qparams, fake_quantize_with, scaled_fake_quantize
+from awq_ext.quant.quantizer import QuantSpec, compute_qparams, fake_quantize_with
 
 ScaleMode = Literal["act", "duo", "weight", "joint"]
 SCALE_MODES: tuple[str, ...] = ("act", "duo", "weight", "joint")
@@ -78,11 +78,6 @@ def candidate_scales(
         s = s_x.float().clamp(min=1e-4).pow(a) / s_w.float().clamp(min=1e-4).pow(b)
         out.append((a, b, _normalise(s)))
     return out
-
-
-def scaled_fake_quant(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """``Q(W·diag(s)) · diag(s)^-1``: the weight the module effectively uses after scaling + quantizing."""
-    return scaled_fake_quantize(w, scales, spec).to(w.dtype)
 
 
 def input_gram(x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:

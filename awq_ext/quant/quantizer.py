@@ -210,16 +210,16 @@ def _fake_quantize_(q: torch.Tensor, spec: QuantSpec, scales: torch.Tensor, zero
     return q.mul_(scales.float().unsqueeze(-1))
 
 
-def scaled_fake_quantize(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """``Q(W·diag(s)) · diag(s)^-1`` in float32: the weight a linear effectively uses after its inputs are
-    divided by ``s`` (``[K]``) and its scaled weight is quantized. One ``[N, K]`` buffer, bit for bit
-    ``fake_quantize_with(W·s) / s``."""
+def scaled_fake_quant(w: torch.Tensor, scales: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``Q(W·diag(s)) · diag(s)^-1``: the weight a linear effectively uses after its inputs are divided by
+    ``s`` (``[K]``) and its scaled weight is quantized; keeps ``w``'s dtype. Computed in one float32
+    ``[N, K]`` buffer, bit for bit ``fake_quantize_with(W·s) / s``."""
     buf = w.float() * scales.view(1, -1)
     sc, z = compute_qparams(buf, spec)
     g = _grouped(buf, spec)
     g.div_(sc.unsqueeze(-1))
     _fake_quantize_(g, spec, sc, z)
-    return buf.div_(scales.view(1, -1))
+    return buf.div_(scales.view(1, -1)).to(w.dtype)
 
 
 def quantize_weight(w: torch.Tensor, spec: QuantSpec, name: str = "weight") -> tuple[

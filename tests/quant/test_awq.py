@@ -6,9 +6,9 @@ from hypothesis import strategies as st
 from awq_ext.errors import AWQInputError
 from awq_ext.quant import QuantSpec, fake_quantize
 from awq_ext.quant.awq import (
-    activation_scale, candidate_scales, clip_weight, dequantize_clipped, scaled_fake_quant, search_clip,
-    search_scales, weight_scale,
+    activation_scale, candidate_scales, clip_weight, dequantize_clipped, search_clip, search_scales, weight_scale,
 )
+from awq_ext.quant.quantizer import scaled_fake_quant
 
 
 def test_activation_and_weight_scale_shapes():

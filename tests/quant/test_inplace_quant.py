@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from awq_ext.quant.awq import scaled_fake_quant
 from awq_ext.quant.quantizer import (
     QuantSpec, QuantizedWeight, compute_qparams, dequantize, fake_quantize_with, quantize, quantize_weight,
-    scaled_fake_quantize,
+    scaled_fake_quant,
 )
 
 SPECS = [QuantSpec(4, 64, True), QuantSpec(3, 32, True), QuantSpec(8, 128, False), QuantSpec(2, 64, False)]
@@ -33,10 +32,10 @@ def test_scaled_fake_quantize_matches_the_formula(spec: QuantSpec) -> None:
     s, z = compute_qparams(ws, spec)
     ref = dequantize(quantize(ws, spec, s, z), spec, s, z) / scales.view(1, -1)
     w0 = w.clone()
-    assert torch.equal(scaled_fake_quantize(w, scales, spec), ref)
+    assert torch.equal(scaled_fake_quant(w, scales, spec), ref)
     wh = w.half()
     out = scaled_fake_quant(wh, scales, spec)  # keeps the weight's dtype
-    assert out.dtype == torch.float16 and torch.equal(out, scaled_fake_quantize(wh, scales, spec).half())
+    assert out.dtype == torch.float16 and torch.equal(out, scaled_fake_quant(wh.float(), scales, spec).half())
     assert torch.equal(w, w0)
 
 
