@@ -9,16 +9,14 @@ seconds go); we also measure the subprocess from outside (wall clock and the chi
 """
 from __future__ import annotations
 
-import json
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from awq_ext.bench.cli_runs import run_cli_json
 from awq_ext.errors import AWQInputError
 
 DEFAULT_CLI = (sys.executable, "-m", "awq_ext")
@@ -56,19 +54,7 @@ def run_quant_cost(models: Sequence[str], extra_args: str = "", cli: Sequence[st
             cmd = [*cli, "quantize", "--method", "awq", "--model", model, "--w-bit", str(b), "--no-progress",
                    "--json", str(out), *shlex.split(extra_args)]
             log(f"  quant-cost: {shlex.join(cmd)}")
-            t0 = time.perf_counter()
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            except subprocess.TimeoutExpired as exc:
-                raise AWQInputError(f"quantizing {model} took longer than {timeout_s} s; raise --timeout") from exc
-            wall = time.perf_counter() - t0
-            if proc.returncode != 0:
-                tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-                raise AWQInputError(f"`{shlex.join(cmd)}` exited with {proc.returncode}:\n{tail}")
-            if not out.is_file():
-                raise AWQInputError(f"`{shlex.join(cmd)}` succeeded but wrote no JSON to {out}; does the CLI "
-                                    "support --json?")
-            data = json.loads(out.read_text())
+            data, wall = run_cli_json(cmd, out, timeout_s, f"quantizing {model}")
             missing = [k for k in ("quantize_seconds", "peak_rss_mb") if k not in data]
             if missing:
                 notes.append(f"{model}: the CLI JSON lacks {missing}; using the outside measurement only")

@@ -13,10 +13,8 @@ same peak memory; a time estimate per block). ``tiny`` is a seconds-long check o
 """
 from __future__ import annotations
 
-import json
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from awq_ext.bench.cli_runs import run_cli_json
 from awq_ext.errors import AWQInputError
 from awq_ext.io.shards import ShardWriter
 
@@ -130,16 +129,7 @@ def run_stream_memory(preset: str, *, model_dir: str | None = None, quant_args: 
                "--group-size", "64", "--n-samples", "4", "--seqlen", "256", "--eval", "none",
                "--output", str(out), "--json", str(js), "--no-progress", *shlex.split(quant_args)]
         log(f"  stream-memory: {shlex.join(cmd)}")
-        t1 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise AWQInputError(f"the streamed quantization took longer than {timeout_s} s; raise --timeout") from exc
-        wall = time.perf_counter() - t1
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise AWQInputError(f"`{shlex.join(cmd)}` exited with {proc.returncode}:\n{tail}")
-        data = json.loads(js.read_text())
+        data, wall = run_cli_json(cmd, js, timeout_s, "the streamed quantization")
         float_bytes = checkpoint_bytes(src)
         peak = data["peak_rss_mb"]
         row = {
