@@ -6,12 +6,7 @@
 # gptqmodel 7.7 needs torch >= 2.14.1, so it lives in the CUDA venv of scripts/ci_kernels.sh (CUDA torch runs
 # on the CPU too); BUILD_CUDA_EXT=0: its kernels are not needed to load and run an AWQ model on the CPU.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${AWQ_EXT_CUDA_VENV:-$ROOT/.venv-cuda}
-TORCH_SPEC=${AWQ_EXT_CUDA_TORCH:-torch==2.14.1}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/cuda_venv.sh"
 BUILD_CUDA_EXT=0 "$VENV/bin/pip" install -q "$TORCH_SPEC" "transformers>=5.0,<6" accelerate gguf safetensors tqdm \
   matplotlib sentencepiece pytest hypothesis gptqmodel==7.7.0
 cd "$ROOT"

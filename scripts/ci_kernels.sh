@@ -13,13 +13,7 @@
 # ~1.5 min; warm runs reuse every cache. The slow tests (-m slow: full emulator sweep, the missing-fence
 # TSan check) are left to manual runs.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${AWQ_EXT_CUDA_VENV:-$ROOT/.venv-cuda}
-TORCH_SPEC=${AWQ_EXT_CUDA_TORCH:-torch==2.14.1}
-
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/cuda_venv.sh"
 "$VENV/bin/pip" install -q "$TORCH_SPEC" ninja pybind11 numpy pytest hypothesis \
   nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch in $VENV has no CUDA')"
