@@ -356,6 +356,7 @@ int launch_gemm_tile(const W4Args& a, cudaStream_t stream) {
 template <typename T, int G, bool GIDX>
 int launch_gemm_m(const W4Args& a, cudaStream_t stream) {
   if (a.m <= 16) return launch_gemm_tile<T, TileM16, G, GIDX>(a, stream);
+  if (a.m <= 32) return launch_gemm_tile<T, TileM32, G, GIDX>(a, stream);
   if (a.m <= 64) return launch_gemm_tile<T, TileM64, G, GIDX>(a, stream);
   return launch_gemm_tile<T, TileM128, G, GIDX>(a, stream);
 }
@@ -372,6 +373,7 @@ constexpr GemmTileInfo gemm_tile_info() {
 }
 inline GemmTileInfo gemm_tile_info(int m, bool gidx) {
   if (m <= 16) return gidx ? gemm_tile_info<TileM16, true>() : gemm_tile_info<TileM16, false>();
+  if (m <= 32) return gidx ? gemm_tile_info<TileM32, true>() : gemm_tile_info<TileM32, false>();
   if (m <= 64) return gidx ? gemm_tile_info<TileM64, true>() : gemm_tile_info<TileM64, false>();
   return gidx ? gemm_tile_info<TileM128, true>() : gemm_tile_info<TileM128, false>();
 }

@@ -29,7 +29,13 @@ struct GemmTile {
 //   slices, 2 per SM, 12 groups on the busiest: 0.87). 3 CTAs per SM by shared memory on sm_90 (MIN_CTAS 3:
 //   <= 168 registers), 2 on sm_80.
 using TileM16 = GemmTile<16, 256, 1, 4, 6, 3>;
-// 16 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 5 stages x 13 KB = 65 KB,
+// 16 < m <= 32 (batched decode): the M16 tile's 1x4 warps with two m16 tiles each (MT = 2, 64 accumulators per
+//   thread), so every weight is still dequantized once per CTA and the dequant work per byte is M16's; the second
+//   m16 tile only adds its mma and A fragments. (M64's 2x2 warps dequantize each weight twice: at m = 32 it is
+//   issue- and mma-bound at ~3 TB/s, this tile ~6.) 6 stages x 14 KB keep 40 KB of weights in flight per CTA like
+//   M16; 2 CTAs per SM by shared memory on sm_90 (MIN_CTAS 2: <= 255 registers), 1 on sm_80.
+using TileM32 = GemmTile<32, 256, 1, 4, 6, 2>;
+// 32 < m <= 64: 2x2 warps of 32x64 (MT = 2, NT16 = 4: 64 fp32 accumulators/thread); 5 stages x 13 KB = 65 KB,
 //   so 4 stages x 4 KB = 16 KB of weights in flight per CTA: the 2 CTAs per SM the planner counts on (MIN_CTAS 2,
 //   up to 255 registers: it needs ~165, GPTQ-R ~254) hold 32 KB per SM, above Little's law at 4.8 TB/s
 //   (29091 B at 4.8 TB/s x 800 ns / 132 SMs), on sm_80's 164 KB of shared memory too. (3 would fit on sm_90 by registers, but a

@@ -29,7 +29,8 @@ from awq_ext.kernels.ops import choose_path
 
 ARCHS = ("sm_90", "sm_80")
 SHAPES = ((4096, 11008), (11008, 4096))  # (N = out_features, K = in_features): LLaMA-7B down and up/gate
-MS = (1, 2, 4, 8, 16, 32, 64)
+MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # up to 512: past the GEMM / dequantize + cuBLAS crossover
+ACCEPTANCE_MAX_M = 64  # issue 17 states its criteria for M 1-64; larger M only places the crossover
 PATHS = ("gemv", "gemm", "dequant_cublas")
 PREDICTED = ("PREDICTED by the static SASS model (instruction counts + datasheet parameters + stated assumptions); "
              "no kernel has been timed on a GPU")
@@ -286,7 +287,7 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
                                             "launcher's planning function (launch_common.cu split_stats, mirrored "
                                             "in awq_ext/bench/static_launch.py and tested against it)",
                          "predicted_speedup_vs_fp16": "ideal FP16 time / predicted time, both with launch overhead",
-                         "acceptance": "issue 17's criteria, on chosen rows only"},
+                         "acceptance": f"issue 17's criteria, on chosen rows with M <= {ACCEPTANCE_MAX_M} only"},
                      "configs": [], "rows": [], "dispatch": {}}
     for arch in archs:
         gpu = GPUS[ROW_GPU[arch]]
@@ -299,7 +300,7 @@ def run_static(archs: tuple[str, ...] = ARCHS, dtype: str = "fp16", variant: str
             r["dispatch_pick"] = pick(table, r["m"])
             r["chosen"] = r["path"] == r["dispatch_pick"]
             r["current_table_pick"] = choose_path(r["m"])
-            r["acceptance"] = acceptance(r) if r["chosen"] else None
+            r["acceptance"] = acceptance(r) if r["chosen"] and r["m"] <= ACCEPTANCE_MAX_M else None
         payload["rows"] += rows
         payload["dispatch"][arch] = {"gpu": gpu.name, "derived_table": table,
                                      "covers": f"M in {list(MS)}; larger M is not modelled"}
@@ -376,7 +377,7 @@ def format_report(payload: dict) -> str:
                    "littles_law": _yes(r["acceptance"]["littles_law"]), "wave_ok": _yes(r["acceptance"]["wave_efficiency"]),
                    "fits": _yes(r["acceptance"]["planned_residency_fits"]),
                    "all": _yes(r["acceptance"]["all"])}
-                  for r in payload["rows"] if r["arch"] == arch and r["chosen"]]
+                  for r in payload["rows"] if r["arch"] == arch and r["acceptance"] is not None]
         current = sorted({(r["m"], r["current_table_pick"]) for r in payload["rows"] if r["arch"] == arch})
         out += [f"Issue 17 acceptance on the picked paths ({arch}):", format_table(checks, CHECK_COLUMNS), "",
                 f"Derived dispatch table ({arch}, {d['covers']}): {d['derived_table']}",
@@ -396,5 +397,5 @@ def _first_line(cmd: list[str], last: bool = False) -> str | None:
     return (out[-1] if last else out[0]) if out else None
 
 
-__all__ = ["ARCHS", "MS", "PATHS", "SHAPES", "KernelReport", "acceptance", "analyse_arch", "derive_dispatch",
+__all__ = ["ACCEPTANCE_MAX_M", "ARCHS", "MS", "PATHS", "SHAPES", "KernelReport", "acceptance", "analyse_arch", "derive_dispatch",
            "find_kernel", "format_report", "path_rows", "pick", "run_static"]

@@ -104,7 +104,7 @@ def read_constants(csrc: Path) -> CsrcConstants:
         return vals[name]
 
     tiles = {m.group(1): GemmTileCfg(m.group(1), *map(int, m.groups()[1:])) for m in _TILE.finditer(text)}
-    for need in ("TileM16", "TileM64", "TileM128"):
+    for need in ("TileM16", "TileM32", "TileM64", "TileM128"):
         if need not in tiles:
             raise SassError(f"{need} not found in csrc/tile_configs.cuh; update awq_ext/bench/static_launch.py")
     _check_mirrored(text)
@@ -236,7 +236,7 @@ def gemm_inflight_bytes(tile: GemmTileCfg) -> int:
 
 def gemm_tile(c: CsrcConstants, m: int) -> GemmTileCfg:
     """launch_gemm_m / gemm_tile_info (gemm.cuh): the tile serving m."""
-    return c.gemm_tiles["TileM16" if m <= 16 else ("TileM64" if m <= 64 else "TileM128")]
+    return c.gemm_tiles["TileM16" if m <= 16 else "TileM32" if m <= 32 else "TileM64" if m <= 64 else "TileM128"]
 
 
 def _device(c: CsrcConstants, sms: int, smem_per_sm: int) -> tuple[int, int]:

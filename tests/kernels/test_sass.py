@@ -106,7 +106,7 @@ def test_sass_has_no_local_memory(built, src, arch):
 def test_gemm_kernels_use_tensor_cores(built, src, arch):
     cubin, _ = built[(src, arch)]
     funcs = {n: b for n, b in _sass_functions(cubin).items() if "w4a16_gemm_kernel" in n}
-    expected = 18 if src == "gemm.cu" else 6  # 2 dtypes x 3 tiles x (3 group sizes | GPTQ-R)
+    expected = 24 if src == "gemm.cu" else 8  # 2 dtypes x 4 tiles x (3 group sizes | GPTQ-R)
     assert len(funcs) == expected, f"{src} {arch}: {len(funcs)} GEMM kernels, expected {expected}"
     for name, body in funcs.items():
         n_mma = len(re.findall(r"\bHMMA\.16816\.F32", body))

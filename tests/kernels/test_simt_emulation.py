@@ -174,7 +174,7 @@ def _run_case(driver: Path, tmp: Path, op: str, dtype: torch.dtype, m: int, n: i
     return r.stdout
 
 
-# (op, dtype, m, n, k, g, gidx, split_k, late): every GEMM tile (M16 <= 16 < M64 <= 64 < M128), odd m at
+# (op, dtype, m, n, k, g, gidx, split_k, late): every GEMM tile (M16 <= 16 < M32 <= 32 < M64 <= 64 < M128), odd m at
 # each tile edge, n not a multiple of 16 (n_pad tail) or of the 128-column tile, k not a multiple of the
 # 64-deep stage (K tail inside a stage), G = 32/64/128, split-K with and without an uneven last split,
 # the GEMV at m = 1..8 with its strip tail and split-K, GPTQ-R everywhere, both cp.async timings; a G = 128 split
@@ -190,6 +190,8 @@ CASES = [
     ("gemm", torch.float16, 33, 136, 1216, 64, False, 4, True),
     ("gemm", torch.bfloat16, 9, 136, 640, 128, False, 2, True),  # 10 BK steps / 2: splits start on G128 groups
     ("gemm", torch.bfloat16, 31, 40, 320, 64, True, 2, True),
+    ("gemm", torch.float16, 32, 520, 448, 32, False, 0, True),
+    ("gemm", torch.bfloat16, 24, 264, 1280, 128, False, 2, False),
     ("gemm", torch.float16, 64, 136, 256, 32, False, 0, False),
     ("gemm", torch.bfloat16, 65, 136, 192, 64, False, 0, True),
     ("gemm", torch.float16, 129, 40, 640, 128, True, 2, True),
@@ -320,7 +322,7 @@ def test_gemv_half2_accumulation_within_documented_bound(driver, tmp_path, dtype
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("m", [2, 5, 7, 16, 63, 127, 255])
+@pytest.mark.parametrize("m", [2, 5, 7, 16, 24, 32, 63, 127, 255])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_kernel_source_sweep(driver, tmp_path, m, dtype):
     op = "gemv" if m <= 8 else "gemm"

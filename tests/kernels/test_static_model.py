@@ -265,6 +265,7 @@ def test_fp16_baseline():
 def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
     (tmp_path / "tile_configs.cuh").write_text(textwrap.dedent(f"""
         using TileM16 = GemmTile<16, 256, 1, 4, 6, 3>;
+        using TileM32 = GemmTile<32, 256, 1, 4, 6, 2>;
         using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
         using TileM128 = GemmTile<128, 128, 2, 4, 3, 1>;
         constexpr int kGemvWarps = 8;
@@ -329,8 +330,11 @@ def test_launch_grids_mirror_the_launchers(tmp_path):
         assert (g.grid, g.config, g.threads) == ((16, 1, 8), "TileM16", 128)
     assert g.plan.wave_efficiency == pytest.approx(16 * 86 / 132 / 11)
     assert static_launch.gemm_launch(c, 1, 11008, 4096, 128, *h200).grid == (43, 1, 3)
-    # M = 32: the 5-stage M64 tile keeps 16 KB in flight per CTA, 2 planned per SM: 86 tiles x 3 splits
+    # M = 17..32: the M16 tile's 256 columns, two m16 tiles per warp, 2 planned per SM: 43 tiles x 3 splits
     g = static_launch.gemm_launch(c, 32, 11008, 4096, 128, *h200)
+    assert (g.config, g.grid, g.plan.ctas_per_sm) == ("TileM32", (43, 1, 3), 2)
+    # M = 48: the 5-stage M64 tile keeps 16 KB in flight per CTA, 2 planned per SM: 86 tiles x 3 splits
+    g = static_launch.gemm_launch(c, 48, 11008, 4096, 128, *h200)
     assert (g.config, g.grid, g.plan.ctas_per_sm) == ("TileM64", (86, 1, 3), 2)
     # on sm_80's 164 KB of shared memory only 2 of the 6-stage M16 CTAs fit: the plan counts on 2
     assert static_launch.gemm_launch(c, 16, 4096, 11008, 128, 108, 167936).plan.ctas_per_sm == 2
@@ -358,7 +362,7 @@ def test_constants_are_read_not_copied(tmp_path):
     with pytest.raises(SassError, match="gemv_min_ctas"):  # a mirrored helper that changed fails loudly
         static_launch.read_constants(tmp_path)
     real = static_launch.read_constants(Path(__file__).resolve().parents[2] / "csrc")  # the real headers parse
-    assert set(real.gemm_tiles) >= {"TileM16", "TileM64", "TileM128"}
+    assert set(real.gemm_tiles) >= {"TileM16", "TileM32", "TileM64", "TileM128"}
 
 
 def test_dispatch_and_acceptance_rules():
@@ -545,7 +549,7 @@ def static_payload(tools):
 
 
 def test_static_model_over_csrc(static_payload):
-    from awq_ext.bench.static import MS, PATHS, SHAPES
+    from awq_ext.bench.static import ACCEPTANCE_MAX_M, MS, PATHS, SHAPES
 
     p = static_payload
     assert {c["arch"] for c in p["configs"]} == {"sm_90", "sm_80"}
@@ -569,4 +573,4 @@ def test_static_model_over_csrc(static_payload):
                 here = [r for r in rows if (r["arch"], r["shape"], r["m"]) == (arch, f"{n}x{k}", m)]
                 assert {r["path"] for r in here} == {p_ for p_ in PATHS if p_ != "gemv" or m <= 8}
                 assert sum(r["chosen"] for r in here) == 1
-                assert next(r for r in here if r["chosen"])["acceptance"] is not None
+                assert (next(r for r in here if r["chosen"])["acceptance"] is not None) == (m <= ACCEPTANCE_MAX_M)
