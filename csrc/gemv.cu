@@ -235,7 +235,8 @@ Plan plan_gemv(int m, int n_pad, int k_pad, const Device& dev, int split_request
                                            dev.smem_per_sm > 0 ? dev.smem_per_sm : detail::kFallbackSmemPerSm);
   const detail::SplitPlan sp =
       detail::plan_splits(strips, chunks, kGemvWarps, sms, per_sm, kGemvInflightBytes,
-                          static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4, split_request);
+                          static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4, 0.0,
+                          split_request);  // no tensor-core work
   return detail::to_plan(sp, m, n_pad, strips);
 }
 

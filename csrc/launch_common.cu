@@ -76,20 +76,29 @@ SplitPlan split_stats(int tiles, int splits, int steps, int sms, int ctas_per_sm
 }
 
 SplitPlan plan_splits(int tiles, int steps, int min_steps_per_split, int sms, int ctas_per_sm, int inflight_per_cta,
-                      double weight_bytes, double partial_bytes_per_split, int split_request) {
+                      double weight_bytes, double partial_bytes_per_split, double mma_flops, int split_request) {
   if (split_request > 0) {
     const int s = clamp_splits(split_request > kMaxSplits ? kMaxSplits : split_request, steps, min_steps_per_split);
     return split_stats(tiles, s, steps, sms, ctas_per_sm, inflight_per_cta);
   }
   const long slots = static_cast<long>(sms) * ctas_per_sm;
   const int cap = clamp_splits(kMaxSplits, steps, min_steps_per_split);
+  // The mma work in HBM-byte equivalents: a compute-bound launch (M > 64) is timed by its busiest SM's mma work,
+  // which extra waves may balance; a memory-bound one never gains from a second wave (only more partials).
+  const double mma_bytes = mma_flops / kMmaFlopsPerHbmByte;
+  const bool mma_bound = mma_bytes > weight_bytes;
+  const auto cost_of = [&](const SplitPlan& p) {
+    const double memory = (weight_bytes + 2.0 * p.splits * partial_bytes_per_split) / p.efficiency();  // write + read
+    const double mma = mma_bytes / p.wave_efficiency;
+    return memory > mma ? memory : mma;
+  };
   SplitPlan best = split_stats(tiles, 1, steps, sms, ctas_per_sm, inflight_per_cta);
-  double best_cost = weight_bytes / best.efficiency();
+  double best_cost = cost_of(best);
   for (int s = 2; s <= cap; ++s) {
     if (clamp_splits(s, steps, min_steps_per_split) != s) continue;  // would leave an empty slice
-    if (static_cast<long>(tiles) * s > slots) break;                 // a second wave: more splits only add more
+    if (!mma_bound && static_cast<long>(tiles) * s > slots) break;   // a second wave: more splits only add more
     const SplitPlan p = split_stats(tiles, s, steps, sms, ctas_per_sm, inflight_per_cta);
-    const double cost = (weight_bytes + 2.0 * s * partial_bytes_per_split) / p.efficiency();  // write + read back
+    const double cost = cost_of(p);
     if (cost < best_cost * 0.999) {
       best = p;
       best_cost = cost;

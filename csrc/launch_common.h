@@ -47,11 +47,13 @@ struct SplitPlan {
 };
 SplitPlan split_stats(int tiles, int splits, int steps, int sms, int ctas_per_sm, int inflight_per_cta);
 // The split-K plan for `tiles` tiles over `steps` K steps. split_request > 0: that count, clamped. Otherwise
-// the count with the least (weight bytes + fp32 partials written and read back) / efficiency(), among those
-// that leave no slice empty, give every slice >= min_steps_per_split steps, stay <= kMaxSplits, and (beyond
-// 1) add no second wave: a split exists to fill the SMs. Ties (0.1 %) go to fewer splits.
+// the count with the least cost, the longer of memory = (weight bytes + fp32 partials written and read back) /
+// efficiency() and mma = mma_flops / kMmaFlopsPerHbmByte / wave_efficiency, among those that leave no slice
+// empty, give every slice >= min_steps_per_split steps, stay <= kMaxSplits, and - unless the mma term exceeds
+// the weight bytes (a compute-bound launch, whose second wave can balance the SMs) - add no second wave: a
+// split exists to fill the SMs. Ties (0.1 %) go to fewer splits. mma_flops = 0: no tensor-core work (GEMV).
 SplitPlan plan_splits(int tiles, int steps, int min_steps_per_split, int sms, int ctas_per_sm, int inflight_per_cta,
-                      double weight_bytes, double partial_bytes_per_split, int split_request);
+                      double weight_bytes, double partial_bytes_per_split, double mma_flops, int split_request);
 // The public Plan of a SplitPlan: workspace for `tiles` counters and [splits, m, n_pad] fp32 partials.
 Plan to_plan(const SplitPlan& sp, int m, int n_pad, int tiles);
 

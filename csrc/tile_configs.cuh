@@ -80,6 +80,10 @@ constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
 // planner prefer 2 CTAs per SM with unbalanced slices over 1 per SM with balanced ones.)
 // GPUs with less bandwidth per SM (H100, A100) need less, so the target is conservative there.
 constexpr int kInflightTargetPerSm = 36 * 1024;
+// ... and how many mma FLOPs cost as much time as one HBM byte: the H200's mma.sync rate (half of its 989 TFLOP/s
+// dense rate, an assumption of awq_ext/bench/static_model.py) over its 4.8 TB/s. The planner weighs a tile's mma
+// work against its weight traffic with it (H100 / A100: ~148 / ~153, so the target's value is the cautious one).
+constexpr int kMmaFlopsPerHbmByte = 103;
 // Shared memory the runtime reserves per resident block (cudaDevAttrReservedSharedMemoryPerBlock on sm_80/90),
 // and an allowance for the kernels' static shared memory besides the stage ring (the split-K flag of
 // splitk.cuh); the static model checks the planned residency against the compiled kernels' real usage.

@@ -53,6 +53,7 @@ class CsrcConstants:
     gemm_min_ktiles_per_split: int
     max_splits: int
     inflight_target_per_sm: int          # kInflightTargetPerSm: the bytes in flight per SM a plan aims for
+    mma_flops_per_hbm_byte: int          # kMmaFlopsPerHbmByte: how the planner weighs mma work against traffic
     reserved_smem_per_cta: int
     static_smem_allowance: int
     fallback_sms: int
@@ -110,7 +111,7 @@ def read_constants(csrc: Path) -> CsrcConstants:
     _check_mirrored(text)
     return CsrcConstants(tiles, get("kGemvWarps"), get("kGemvStrip"), get("kGemvChunk"), get("kGemvMaxM"),
                          get("kDequantThreads"), get("kGemmMinKTilesPerSplit"), get("kMaxSplits"),
-                         get("kInflightTargetPerSm"), get("kReservedSmemPerCta"), get("kStaticSmemAllowance"),
+                         get("kInflightTargetPerSm"), get("kMmaFlopsPerHbmByte"), get("kReservedSmemPerCta"), get("kStaticSmemAllowance"),
                          get("kFallbackSms"), get("kFallbackSmemPerSm"))
 
 
@@ -197,24 +198,31 @@ def split_stats(c: CsrcConstants, tiles: int, splits: int, steps: int, sms: int,
 
 
 def plan_splits(c: CsrcConstants, tiles: int, steps: int, min_steps_per_split: int, sms: int, ctas_per_sm: int,
-                inflight_per_cta: int, weight_bytes: float, partial_bytes_per_split: float,
+                inflight_per_cta: int, weight_bytes: float, partial_bytes_per_split: float, mma_flops: float,
                 split_request: int = 0) -> SplitPlan:
-    """detail::plan_splits (launch_common.cu): least (weight + partial traffic) / efficiency; no split count
-    beyond 1 that adds a second wave; ties (0.1 %) to fewer splits."""
+    """detail::plan_splits (launch_common.cu): least max((weight + partial traffic) / efficiency, mma FLOPs /
+    kMmaFlopsPerHbmByte / wave efficiency); no split count beyond 1 that adds a second wave unless the mma term
+    exceeds the weight bytes; ties (0.1 %) to fewer splits."""
     if split_request > 0:
         s = clamp_splits(min(split_request, c.max_splits), steps, min_steps_per_split)
         return split_stats(c, tiles, s, steps, sms, ctas_per_sm, inflight_per_cta)
     slots = sms * ctas_per_sm
     cap = clamp_splits(c.max_splits, steps, min_steps_per_split)
+    mma_bytes = mma_flops / c.mma_flops_per_hbm_byte
+    mma_bound = mma_bytes > weight_bytes
+
+    def cost_of(p: SplitPlan) -> float:
+        return max((weight_bytes + 2.0 * p.splits * partial_bytes_per_split) / p.efficiency, mma_bytes / p.wave_efficiency)
+
     best = split_stats(c, tiles, 1, steps, sms, ctas_per_sm, inflight_per_cta)
-    best_cost = weight_bytes / best.efficiency
+    best_cost = cost_of(best)
     for s in range(2, cap + 1):
         if clamp_splits(s, steps, min_steps_per_split) != s:
             continue
-        if tiles * s > slots:
+        if not mma_bound and tiles * s > slots:
             break
         p = split_stats(c, tiles, s, steps, sms, ctas_per_sm, inflight_per_cta)
-        cost = (weight_bytes + 2.0 * s * partial_bytes_per_split) / p.efficiency
+        cost = cost_of(p)
         if cost < best_cost * 0.999:
             best, best_cost = p, cost
     return best
@@ -260,7 +268,8 @@ def gemm_launch(c: CsrcConstants, m: int, n: int, k: int, group_size: int, sms: 
     sms, smem_per_sm = _device(c, sms, smem_per_sm)
     per_sm = resident_ctas(c, tile.min_ctas, gemm_dynamic_smem(tile, gptq_r) + c.static_smem_allowance, smem_per_sm)
     plan = plan_splits(c, tiles, -(-ktiles // per_group), -(-c.gemm_min_ktiles_per_split // per_group), sms, per_sm,
-                       gemm_inflight_bytes(tile), n_pad * k_pad / 2, float(m) * n_pad * 4, split_request)
+                       gemm_inflight_bytes(tile), n_pad * k_pad / 2, float(m) * n_pad * 4,
+                       2.0 * (-(-m // tile.bm) * tile.bm) * n_pad * k_pad, split_request)
     return Launch("gemm", tile.name, (-(-n_pad // tile.bn), -(-m // tile.bm), plan.splits), tile.threads, plan, ktiles)
 
 
@@ -287,7 +296,7 @@ def gemv_launch(c: CsrcConstants, m: int, n: int, k: int, sms: int, smem_per_sm:
     sms, smem_per_sm = _device(c, sms, smem_per_sm)
     per_sm = resident_ctas(c, gemv_min_ctas(maxm, gptq_r), smem, smem_per_sm)
     plan = plan_splits(c, strips, chunks, c.gemv_warps, sms, per_sm, c.gemv_inflight_bytes, n_pad * k_pad / 2,
-                       float(m) * n_pad * 4, split_request)
+                       float(m) * n_pad * 4, 0.0, split_request)  # no tensor-core work
     return Launch("gemv", f"MAXM={maxm}", (strips, plan.splits, 1), c.gemv_warps * 32, plan, chunks)
 
 

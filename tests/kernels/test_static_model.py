@@ -281,6 +281,7 @@ def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
         constexpr int gemm_inflight_bytes() {{ return (Tile::STAGES - 1) * Tile::BK * Tile::BN / 2; }}
         constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
         constexpr int kInflightTargetPerSm = 36 * 1024;
+        constexpr int kMmaFlopsPerHbmByte = 103;
         constexpr int kReservedSmemPerCta = 1024;
         constexpr int kStaticSmemAllowance = 16;
         constexpr int kGemmMinKTilesPerSplit = 4;
@@ -338,8 +339,13 @@ def test_launch_grids_mirror_the_launchers(tmp_path):
     assert (g.config, g.grid, g.plan.ctas_per_sm) == ("TileM64", (86, 1, 3), 2)
     # on sm_80's 164 KB of shared memory only 2 of the 6-stage M16 CTAs fit: the plan counts on 2
     assert static_launch.gemm_launch(c, 16, 4096, 11008, 128, 108, 167936).plan.ctas_per_sm == 2
-    # M = 200: 172 tiles already fill 132 SMs: no split (a second wave would only add partial traffic)
-    assert static_launch.gemm_launch(c, 200, 11008, 4096, 128, *h200).grid == (86, 2, 1)
+    # M = 200: the M128 tile is mma-bound, so waves that balance the SMs pay: 172 tiles alone are 1.3 waves (the
+    # busiest SM does 64 K steps against a mean of 41.7); 2 splits, 2.6 waves, 48 (3 would balance better, 44,
+    # but their partials cost more than that gains: the tile holds only 8 KB in flight, its traffic is slow)
+    g = static_launch.gemm_launch(c, 200, 11008, 4096, 128, *h200)
+    assert g.grid == (86, 2, 2) and g.plan.busiest_sm_steps == 48
+    # the same tiles of a memory-bound M16 launch never take a second wave: 2 x 86 CTAs > 132 x 1 planned
+    assert static_launch.plan_splits(c, 172, 64, 4, 132, 1, 8192, 2.25e7, 0.0, 1.0e9).splits == 1
     assert static_launch.gemv_launch(c, 5, 64, 64, *h200).config == "MAXM=8"
     # an explicit request is clamped, never re-planned
     assert static_launch.gemm_launch(c, 1, 4096, 11008, 128, *h200, split_request=3).splits == 3
@@ -507,10 +513,11 @@ int main() {
   const int per_sm[] = {1, 2, 4};
   const int inflight[] = {4096, 16384, 24576};
   const double partials[] = {0.0, 4.0e4, 8.8e6};
+  const double flops[] = {0.0, 1.2e9, 1.2e10};  // none (GEMV), memory-bound, mma-bound against 2.25e7 weight bytes
   for (int t : tiles) for (int s : steps) for (int q : sms) for (int b : per_sm) for (int f : inflight)
-    for (double pb : partials) for (int req : {0, 5}) {
-      const awq::detail::SplitPlan p = awq::detail::plan_splits(t, s, 4, q, b, f, 2.25e7, pb, req);
-      printf("%d %d %d %d %d %.1f %d %d %ld %d %ld %.17g %.17g %.17g %.17g\n", t, s, q, b, f, pb, req, p.splits,
+    for (double pb : partials) for (double fl : flops) for (int req : {0, 5}) {
+      const awq::detail::SplitPlan p = awq::detail::plan_splits(t, s, 4, q, b, f, 2.25e7, pb, fl, req);
+      printf("%d %d %d %d %d %.1f %.1f %d %d %ld %d %ld %.17g %.17g %.17g %.17g\n", t, s, q, b, f, pb, fl, req, p.splits,
              p.ctas, p.ctas_per_sm, p.busiest_sm_steps, p.mean_sm_steps, p.wave_efficiency, p.bytes_in_flight_per_sm,
              p.latency_cover);
     }
@@ -530,13 +537,14 @@ def test_plan_splits_mirror_matches_the_cpp(tools, tmp_path):
                     "-o", str(exe)], check=True, capture_output=True)
     lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")
     cases = [ln.split() for ln in lines if ln]
-    assert len(cases) == 9 * 5 * 3 * 3 * 3 * 3 * 2
+    assert len(cases) == 9 * 5 * 3 * 3 * 3 * 3 * 3 * 2
     c = static_launch.read_constants(csrc)
-    for t, s, q, b, f, pb, req, *want in cases:
-        p = static_launch.plan_splits(c, int(t), int(s), 4, int(q), int(b), int(f), 2.25e7, float(pb), int(req))
+    for t, s, q, b, f, pb, fl, req, *want in cases:
+        p = static_launch.plan_splits(c, int(t), int(s), 4, int(q), int(b), int(f), 2.25e7, float(pb), float(fl),
+                                      int(req))
         got = [p.splits, p.ctas, p.ctas_per_sm, p.busiest_sm_steps, p.mean_sm_steps, p.wave_efficiency,
                p.bytes_in_flight_per_sm, p.latency_cover]
-        assert got == [int(x) for x in want[:4]] + [float(x) for x in want[4:]], (t, s, q, b, f, pb, req)
+        assert got == [int(x) for x in want[:4]] + [float(x) for x in want[4:]], (t, s, q, b, f, pb, fl, req)
 
 
 # ---- every kernel in csrc/ ------------------------------------------------------------------------------
