@@ -42,9 +42,11 @@ using TileM32 = GemmTile<32, 256, 1, 4, 6, 2>;
 //   third CTA needs no more bytes in flight, and planning 3 would cap GPTQ-R at 168 registers: it would spill.)
 using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
 // m > 64 (prefill up to the cuBLAS crossover): 2x4 warps of 64x32 (64 accumulators/thread, no spills);
-//   3 stages x 21 KB = 64 KB, above the 48 KB default, so the launcher raises the dynamic smem limit.
+//   5 stages x 21 KB = 105 KB (above the 48 KB default: the launcher raises the dynamic smem limit; sm_80's 164 KB
+//   hold it), so 4 x 4 KB = 16 KB of weights are in flight: at 3 stages (8 KB) the static model had the tile
+//   starved of bandwidth at M = 128 (1.3 TB/s by Little's law), now it is bound by its mma work there.
 //   MIN_CTAS 1: at 2 CTAs/SM ptxas caps it at 128 registers and spills on sm_90 (test_sass.py caught it).
-using TileM128 = GemmTile<128, 128, 2, 4, 3, 1>;
+using TileM128 = GemmTile<128, 128, 2, 4, 5, 1>;
 
 // GEMV (m <= 8): 8 warps per CTA all on one 64-column strip; each lane streams one 16-byte word group per
 // k16 row (a warp reads 512 contiguous bytes) and loads a chunk of kGemvChunk of them before using any; a CTA

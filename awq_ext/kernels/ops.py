@@ -25,11 +25,12 @@ from awq_ext.errors import AWQInputError
 # free), 7.5 TB/s of issue headroom over the H200's 4.8 TB/s; the GEMV's ~0.20 at M = 1 (5.1 TB/s) rising with
 # each row (its own HFMA2 dot products). Both are predicted memory-bound at M = 1 within 1 %, so the GEMM takes
 # M = 1 as well, for its headroom (derive_dispatch's tie rule); the GEMV stays callable (path="gemv") and the GPU
-# suite times it. M 17-32 run the M32 tile (~0.16 ins/B, 6.5 TB/s). Above M = 128 the model puts dequantize +
-# cuBLAS ahead: the M128 tile is bound by mma.sync at half of Hopper's tensor rate (0.97 TB/s of weights), while
-# cuBLAS reaches the full rate through wgmma (at M = 256: 51 us against 50-74 us on the two 7B shapes).
+# suite times it. M 17-32 run the M32 tile (~0.16 ins/B, 6.5 TB/s). Above M = 64 the M128 tile is bound by
+# mma.sync at half of Hopper's tensor rate (0.97 TB/s of weights) while cuBLAS reaches the full rate through
+# wgmma: at M = 256 the two are a tie (GEMM 50.1 / 51.3 us, dequantize + cuBLAS 51.2 us on the two 7B shapes), at
+# M = 512 dequantize + cuBLAS is ahead (74 us against 98-101).
 DISPATCH_TABLE: tuple[tuple[int, str], ...] = (
-    (128, "gemm"),
+    (256, "gemm"),
     (sys.maxsize, "dequant_cublas"),
 )
 GEMV_MAX_M = 8  # the largest M the GEMV kernel takes (kGemvMaxM in csrc/awq_kernels.h)

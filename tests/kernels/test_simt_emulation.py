@@ -1,6 +1,6 @@
 """The real kernel source of csrc/ executed on the CPU by a SIMT emulator (tests/kernels/simt_emu/), no GPU.
 
-The kernels (GEMM tiles M16/M64/M128, GPTQ-R, GEMV, dequantize, split-K) are compiled with g++ against an
+The kernels (GEMM tiles M16/M32/M64/M128, GPTQ-R, GEMV, dequantize, split-K) are compiled with g++ against an
 emulation of the PTX they use (ldmatrix/mma fragment layouts from the PTX ISA, cp.async groups landing
 either at issue or only at wait_group, fibers for threads with __syncthreads/warp collectives as barriers),
 with every buffer ending at a guard page and shared/output memory poisoned with NaN. Inputs are chosen so
