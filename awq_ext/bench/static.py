@@ -397,5 +397,5 @@ def _first_line(cmd: list[str], last: bool = False) -> str | None:
     return (out[-1] if last else out[0]) if out else None
 
 
-__all__ = ["ACCEPTANCE_MAX_M", "ARCHS", "MS", "PATHS", "SHAPES", "KernelReport", "acceptance", "analyse_arch", "derive_dispatch",
-           "find_kernel", "format_report", "path_rows", "pick", "run_static"]
+__all__ = ["ACCEPTANCE_MAX_M", "ARCHS", "MS", "PATHS", "SHAPES", "KernelReport", "acceptance", "analyse_arch",
+           "derive_dispatch", "find_kernel", "format_report", "path_rows", "pick", "run_static"]

@@ -111,8 +111,8 @@ def read_constants(csrc: Path) -> CsrcConstants:
     _check_mirrored(text)
     return CsrcConstants(tiles, get("kGemvWarps"), get("kGemvStrip"), get("kGemvChunk"), get("kGemvMaxM"),
                          get("kDequantThreads"), get("kGemmMinKTilesPerSplit"), get("kMaxSplits"),
-                         get("kInflightTargetPerSm"), get("kMmaFlopsPerHbmByte"), get("kReservedSmemPerCta"), get("kStaticSmemAllowance"),
-                         get("kFallbackSms"), get("kFallbackSmemPerSm"))
+                         get("kInflightTargetPerSm"), get("kMmaFlopsPerHbmByte"), get("kReservedSmemPerCta"),
+                         get("kStaticSmemAllowance"), get("kFallbackSms"), get("kFallbackSmemPerSm"))
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,8 @@ def plan_splits(c: CsrcConstants, tiles: int, steps: int, min_steps_per_split: i
     mma_bound = mma_bytes > weight_bytes
 
     def cost_of(p: SplitPlan) -> float:
-        return max((weight_bytes + 2.0 * p.splits * partial_bytes_per_split) / p.efficiency, mma_bytes / p.wave_efficiency)
+        memory = (weight_bytes + 2.0 * p.splits * partial_bytes_per_split) / p.efficiency
+        return max(memory, mma_bytes / p.wave_efficiency)
 
     best = split_stats(c, tiles, 1, steps, sms, ctas_per_sm, inflight_per_cta)
     best_cost = cost_of(best)
