@@ -234,7 +234,122 @@ def test_casting_read_equals_a_whole_cast(tmp_path: Path, monkeypatch: pytest.Mo
     save_file(tensors, str(tmp_path / "model.safetensors"))
     monkeypatch.setattr(stream, "_CAST_BYTES", 5 * 24 * 4)  # 5 rows per step: 8 steps, the last one short
     src = stream.SafetensorsSource(tmp_path)
-    got = src.read(["emb", "norm", "ids"], torch.float16)
+    got = {n: src.read(n, torch.float16) for n in ("emb", "norm", "ids")}
     assert torch.equal(got["emb"], tensors["emb"].half()) and torch.equal(got["norm"], tensors["norm"].half())
     assert torch.equal(got["ids"], tensors["ids"])  # integers are never cast
-    assert torch.equal(src.read(["emb"])["emb"], tensors["emb"])
+    assert torch.equal(src.read("emb"), tensors["emb"])
+
+
+# --- MoE: experts fused in transformers 5, stored per expert (save_pretrained's original layout) or fused ---
+
+MOE_LAYOUTS = {  # name -> (model_type, save_original_format)
+    "mixtral": ("mixtral", True),  # block_sparse_moe.experts.{e}.w1/w2/w3
+    "qwen3_moe": ("qwen3_moe", True),  # mlp.experts.{e}.gate_proj/up_proj/down_proj; layer 0 dense
+    "qwen3_moe-fused": ("qwen3_moe", False),  # mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]
+}
+
+
+@pytest.fixture(scope="module")
+def moe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from awq_ext.bench.stream_memory import _word_tokenizer
+    from tests.models.tiny_archs import VOCAB, tiny_model
+
+    tok = _word_tokenizer(load_source("pydoc").calib_text, VOCAB)
+    root = tmp_path_factory.mktemp("moe")
+    out = {}
+    for name, (model_type, original) in MOE_LAYOUTS.items():
+        d = root / name
+        tiny_model(model_type).save_pretrained(d, max_shard_size="100KB", save_original_format=original)
+        tok.save_pretrained(str(d))
+        out[name] = d
+    return out
+
+
+def _stored_names(d: Path) -> set[str]:
+    return set(json.loads((d / "model.safetensors.index.json").read_text())["weight_map"])
+
+
+def test_moe_fixtures_store_the_layouts_they_claim(moe_dirs: dict[str, Path]) -> None:
+    assert "model.layers.1.block_sparse_moe.experts.3.w2.weight" in _stored_names(moe_dirs["mixtral"])
+    assert "model.layers.1.mlp.experts.3.down_proj.weight" in _stored_names(moe_dirs["qwen3_moe"])
+    fused = _stored_names(moe_dirs["qwen3_moe-fused"])
+    assert "model.layers.1.mlp.experts.gate_up_proj" in fused and not any(".experts.0." in n for n in fused)
+
+
+@pytest.mark.parametrize("method", ["awq", "rtn"])
+@pytest.mark.parametrize("layout", list(MOE_LAYOUTS))
+def test_streamed_moe_checkpoint_is_byte_identical(moe_dirs: dict[str, Path], tmp_path: Path, layout: str,
+                                                   method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from awq_ext.config import AWQConfig
+    from awq_ext.io import stream
+    from tests.models.tiny_archs import calib_ids
+
+    src = moe_dirs[layout]
+    ids = calib_ids(n=4, seqlen=32)
+    cfg = QuantizeConfig(method=method, group_size=64, device="cpu", awq=AWQConfig(n_grid=6, clip_n_grid=6))
+    model, tok = load_model(str(src))
+    res = quantize_model(model, ids, cfg, progress=False)
+    replace_linears(model, res.quantized)
+    ref = save_quantized(model, tmp_path / "memory", tokenizer=tok, max_shard_size="100KB")
+
+    reads: list[tuple[str, tuple]] = []
+    read = stream.SafetensorsSource.read
+    monkeypatch.setattr(stream.SafetensorsSource, "read",
+                        lambda self, name, dtype=None, index=(): reads.append((name, index)) or read(self, name, dtype, index))
+    sm = open_streamed(str(src), head_only=True)
+    experts = sm.store.blocks[1].mlp.experts
+    assert experts[0].gate_proj.weight.is_meta  # unfused on the meta device, before any block is read
+    largest_block = max(sum(p.numel() for p in b.parameters()) for b in sm.store.blocks)  # meta tensors know it
+    guard = OneBlockAtATime(sm.store)
+    writer = StreamingCheckpoint(tmp_path / "stream", sm.model, get_spec(sm.model),
+                                 resolve_save_dtype(sm.model, None), max_shard_size="100KB")
+    sm.store.release_globals_after_capture = True
+    sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
+                           keep_codes=False)
+    out = writer.commit(sm.tokenizer, reload=sm.store)
+
+    assert guard.seen == [0, 1] and sm.store.materialized_blocks() == []
+    assert 0 < guard.max_float_params <= largest_block
+    assert [str(b.rel_error) for b in sres.blocks] == [str(b.rel_error) for b in res.blocks]
+    fused_reads = [index for name, index in reads if name.endswith((".experts.gate_up_proj", ".experts.down_proj"))]
+    if layout.endswith("fused"):  # each expert's slice alone, never the whole fused tensor
+        assert fused_reads and all(index for index in fused_reads)
+    else:
+        assert fused_reads == []
+    got, want = load_file_all(out), load_file_all(ref)
+    assert set(got) == set(want) and any(".mlp.experts.3.down_proj.qweight" in n for n in got)
+    for name, t in want.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+    assert _files(out) == _files(ref)  # every shard, byte for byte, and the index
+
+
+def load_file_all(d: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(d.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def test_unmatched_expert_tensors_are_refused_by_name(moe_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """Expert tensors under names neither the model nor transformers' reverse mapping knows: a clear error."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "renamed"
+    shutil.copytree(moe_dirs["qwen3_moe"], d)
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = load_file(str(d / shard))
+        save_file({n.replace(".gate_proj.", ".w_gate."): t for n, t in tensors.items()}, str(d / shard),
+                  metadata={"format": "pt"})
+    index["weight_map"] = {n.replace(".gate_proj.", ".w_gate."): f for n, f in index["weight_map"].items()}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    sm = open_streamed(str(d))
+    with pytest.raises(AWQInputError, match=r"tensor\(s\) \['model.layers.0.mlp.gate_proj.weight'"):
+        sm.store.load_block(0, torch.device("cpu"))  # the dense layer's gate_proj is renamed too
+    with pytest.raises(AWQInputError, match=r"model.layers.1.mlp.experts.0.gate_proj.weight.*save_pretrained"):
+        sm.store.load_block(1, torch.device("cpu"))
+    assert sm.store.materialized_blocks() == []
