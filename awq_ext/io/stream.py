@@ -29,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import json
 import mmap
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Collection
@@ -221,6 +220,10 @@ class BlockStore:
         self._available = source.names()
         base = getattr(model, "base_model_prefix", "") or ""
         self._strip = base + "." if base else ""
+        # Every block's tensors are located now, block by block (a reverse-mapping probe is one block's
+        # size): a checkpoint that lacks some is refused before calibration starts, not hours into it.
+        self._block_parts = [self._locate([f"{self.prefix}{i}.{n}" for n in b.state_dict()], f"{self.prefix}{i}.")
+                             for i, b in enumerate(self.blocks)]
 
     def _lookup(self, name: str) -> str | None:
         if name in self._available:
@@ -229,8 +232,9 @@ class BlockStore:
             return name[len(self._strip):]  # checkpoints saved from the base model (OPT's decoder.*)
         return None
 
-    def _locate(self, names: list[str]) -> dict[str, StoredPart]:
-        """Where each parameter is stored (see the class docstring); all found, or an error naming the rest."""
+    def _locate(self, names: list[str], scope: str = "") -> dict[str, StoredPart]:
+        """Where each parameter is stored (see the class docstring); all found, or an error naming the rest
+        and the stored tensors under ``scope`` (the block's prefix) that none of them was found in."""
         found: dict[str, StoredPart] = {}
         for n in names:
             own = self._lookup(n)
@@ -245,7 +249,7 @@ class BlockStore:
             found.update(self._locate_original(rest))
         missing = [n for n in names if n not in found]
         if missing:
-            raise self._missing_error(missing)
+            raise self._missing_error(missing, scope, self._unclaimed(scope, {p.name for p in found.values()}))
         return found
 
     def _locate_original(self, names: list[str]) -> dict[str, StoredPart]:
@@ -254,22 +258,28 @@ class BlockStore:
         original = original_names(self.model, shapes, wanted)
         return {n: StoredPart(s) for n, o in original.items() if (s := self._lookup(o)) is not None}
 
-    def _missing_error(self, missing: list[str]) -> AWQInputError:
+    def _unclaimed(self, scope: str, claimed: set[str]) -> list[str]:
+        if not scope:
+            return []
+        scopes = (scope, scope[len(self._strip):]) if self._strip and scope.startswith(self._strip) else (scope,)
+        return sorted(a for a in self._available if a.startswith(scopes) and a not in claimed)
+
+    def _missing_error(self, missing: list[str], scope: str, unclaimed: list[str]) -> AWQInputError:
         fused = sorted({self.fused.parts[n][0] for n in missing if n in self.fused.parts})
         as_slices = f", nor as expert slices of {fused[:2]}" if fused else ""
-        near = sorted(self._available, key=lambda a: -len(os.path.commonprefix([a, missing[0]])))[:4]
-        more = " ..." if len(missing) > 4 else ""
+        more = " ..." if len(unclaimed) > 4 else ""
+        left = (f"; stored under {scope!r} and matched to nothing: {unclaimed[:4]}{more}" if unclaimed
+                else f"; the checkpoint holds e.g. {sorted(self._available)[:3]}")
         return AWQInputError(
-            f"{len(missing)} tensor(s) {missing[:4]}{more} are not in the checkpoint: neither under these names"
-            f"{as_slices}, nor where transformers' save_pretrained writes them for model_type "
-            f"{getattr(self.model.config, 'model_type', None)!r} (found e.g. {near}). Streaming reads checkpoints "
-            "in save_pretrained's layout or the model's own state-dict names; quantize without --stream "
+            f"{len(missing)} tensor(s) {missing[:4]}{' ...' if len(missing) > 4 else ''} are not in the checkpoint: "
+            f"neither under these names{as_slices}, nor where transformers' save_pretrained writes them for "
+            f"model_type {getattr(self.model.config, 'model_type', None)!r}{left}. Streaming reads checkpoints in "
+            "save_pretrained's layout or with the model's own state-dict names; quantize without --stream "
             "(from_pretrained converts other layouts), or re-save the model with save_pretrained"
         )
 
-    def _read(self, names: list[str], device: torch.device | str,
+    def _read(self, parts: dict[str, StoredPart], device: torch.device | str,
               dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        parts = self._locate(names)  # every name found before anything is read
         out = {}
         for n, part in parts.items():  # one tensor at a time (the source casts floats), never a whole set
             t = self.source.read(part.name, dtype or self.dtype, part.index)
@@ -286,7 +296,7 @@ class BlockStore:
         # A tied tensor absent from the checkpoint is re-tied below (e.g. lm_head -> embed_tokens).
         names = [n for n in self.model.state_dict() if not n.startswith(self.prefix) and n not in skip
                  and not (n in tied and not self._has(n))]
-        state = self._read(names, device, dtype)
+        state = self._read(self._locate(names), device, dtype)
         result = self.model.load_state_dict(state, strict=False, assign=True)
         if result.unexpected_keys:
             raise AWQInputError(f"tensors {result.unexpected_keys[:5]} do not belong to the model")
@@ -323,7 +333,7 @@ class BlockStore:
         block = self.blocks[index]
         prefix = f"{self.prefix}{index}."
         local = list(block.state_dict())
-        full = self._read([prefix + n for n in local], device)
+        full = self._read(self._block_parts[index], device)
         block.load_state_dict({n: full.pop(prefix + n) for n in local}, strict=True, assign=True)
         return block
 
