@@ -354,9 +354,11 @@ class StreamedModel:
     source_kind: str  # "safetensors" | "gguf"
 
 
-def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_only: bool = False) -> StreamedModel:
+def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_only: bool = False,
+                  spec: ModelSpec | None = None) -> StreamedModel:
     """A meta skeleton of the float model at ``name`` (a local directory of safetensors or a .gguf file;
     None = the offline SmolLM2 GGUF), its tokenizer, and the :class:`BlockStore` that fills it.
+    ``spec``: the architecture spec (a ``--spec FILE.json``); default: the registry's for the model type.
     The parameters outside the decoder blocks are loaded (``head_only``: only those before the blocks,
     i.e. what reaching block 0 needs; the rest is read when the checkpoint is completed); the blocks
     stay on the meta device."""
@@ -382,7 +384,7 @@ def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_
     source: WeightSource = GGUFSource(Path(src) / gguf, model) if gguf else SafetensorsSource(src)
     fused = fused_layout(model)
     unfuse_experts(model)  # per-expert linears on the meta device, as calibration and the checkpoint want them
-    store = BlockStore(model, get_spec(model), source, dtype, fused)
+    store = BlockStore(model, get_spec(model, spec), source, dtype, fused)
     store.load_globals("cpu", skip=store.tail_keys() if head_only else ())
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **kwargs)
     return StreamedModel(model, tokenizer, store, "gguf" if gguf else "safetensors")

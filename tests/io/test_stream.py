@@ -361,3 +361,33 @@ def test_unmatched_expert_tensors_are_refused_by_name(moe_dirs: dict[str, Path],
 
 def _rename(name: str) -> str:
     return name.replace(".gate_proj.", ".w_gate.") if ".experts." in name else name
+
+
+def test_spec_file_architecture_streams_to_the_in_memory_checkpoint(tmp_path: Path, capsys) -> None:
+    """--spec with --stream: a model_type the registry lacks (SmolLM3, LLaMA-shaped), quantized from a spec file."""
+    from awq_ext.bench.stream_memory import _word_tokenizer
+    from awq_ext.cli import main
+    from awq_ext.models import SPECS
+    from tests.models.test_spec_file import LLAMA_SPEC
+    from tests.models.tiny_archs import VOCAB, tiny_model
+
+    assert "smollm3" not in SPECS
+    src = tmp_path / "smollm3"
+    tiny_model("smollm3").save_pretrained(src, max_shard_size="100KB")
+    _word_tokenizer(load_source("pydoc").calib_text, VOCAB).save_pretrained(str(src))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**LLAMA_SPEC, "name": "smollm3", "model_types": ["smollm3"]}))
+    small = ["--n-samples", "2", "--seqlen", "32", "--max-windows", "2", "--eval-seqlen", "64", "--no-progress",
+             "--model", str(src), "--n-grid", "4", "--device", "cpu", "--method", "awq", "--max-shard-size", "100KB"]
+    assert main(["quantize", "--stream", *small]) != 0
+    assert "no adapter for model_type 'smollm3'" in capsys.readouterr().err
+    js, sj = tmp_path / "mem.json", tmp_path / "stream.json"
+    assert main(["quantize", *small, "--spec", str(spec), "--output", str(tmp_path / "mem"), "--json", str(js)]) == 0
+    assert main(["quantize", "--stream", *small, "--spec", str(spec), "--output", str(tmp_path / "st"),
+                 "--json", str(sj)]) == 0
+    mem, st = json.loads(js.read_text()), json.loads(sj.read_text())
+    assert st["spec"] == mem["spec"] == str(spec)
+    assert st["ppl"] == pytest.approx(mem["ppl"], rel=1e-6)
+    assert [b["rel_error"] for b in st["blocks"]] == [b["rel_error"] for b in mem["blocks"]]
+    assert all("alpha" in g for b in st["blocks"] for g in b["groups"])  # the spec file's groups were searched
+    assert _files(tmp_path / "st") == _files(tmp_path / "mem")
