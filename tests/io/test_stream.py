@@ -248,6 +248,8 @@ MOE_LAYOUTS = {  # name -> (model_type, save_original_format)
     "mixtral": ("mixtral", True),  # block_sparse_moe.experts.{e}.w1/w2/w3
     "qwen3_moe": ("qwen3_moe", True),  # mlp.experts.{e}.gate_proj/up_proj/down_proj; layer 0 dense
     "qwen3_moe-fused": ("qwen3_moe", False),  # mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]
+    "qwen2_moe": ("qwen2_moe", True),  # + shared expert and its gate
+    "deepseek_v3": ("deepseek_v3", True),  # MLA attention, shared experts, router bias; layer 0 dense
 }
 
 
