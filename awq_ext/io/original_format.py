@@ -5,11 +5,12 @@ transformers 5 loads many checkpoints through a conversion mapping (``conversion
 ``mlp.experts.gate_up_proj``, Qwen-MoE's ``mlp.experts.{e}.gate_proj/up_proj`` likewise, and
 ``save_pretrained`` writes that original layout back (``revert_weight_conversion``). A streamed model
 reads its tensors one block at a time, so it needs the correspondence without the weights: the reverse
-conversion runs on *label* tensors instead - each row of each parameter holds its own integer, expanded
-with stride 0 to the parameter's shape (no memory of the weights' size; the reverse of a fusing is
-chunks and splits, which stay views) - and each wanted tensor (a parameter, or one expert's slice of a
-fused one) is recognised among the results by its labels. A stored tensor that holds a transformed
-version of ours (transposed, interleaved, permuted) carries other labels and is not matched.
+conversion runs on small *label* tensors instead - a parameter of shape ``[..., C]`` is probed by a
+``[..., 1]`` tensor whose rows hold distinct integers (a vector by one label per element), so a probe
+costs a row count, not the weights' size (the reverse ops copy their chunks) - and each wanted tensor (a
+parameter, or one expert's slice of a fused one) is recognised among the results by shape and labels. A
+stored tensor that holds a transformed version of ours (transposed, interleaved, permuted) carries other
+labels or shape and is not matched.
 """
 from __future__ import annotations
 
@@ -18,32 +19,25 @@ import math
 import torch
 from torch import nn
 
+from awq_ext.errors import AWQInputError
 from awq_ext.models.experts import Index
 
 
 def _labels(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Per parameter, a tensor of its shape whose rows (all dims but the last) hold distinct integers,
-    distinct across parameters too, and are constant along the last dim."""
+    """Per parameter, its probe: distinct integers (across parameters too) per row, the last dim cut to 1;
+    per element for a vector."""
     out: dict[str, torch.Tensor] = {}
     offset = 0
     for name, shape in shapes.items():
-        rows = math.prod(shape[:-1])  # 1 for a vector or a scalar
-        lead = torch.arange(offset, offset + rows, dtype=torch.int64)
-        out[name] = lead.view(*shape[:-1], 1).expand(shape) if shape else lead[0]
-        offset += rows
+        probe = shape if len(shape) < 2 else (*shape[:-1], 1)
+        n = math.prod(probe)
+        out[name] = torch.arange(offset, offset + n, dtype=torch.int64).view(probe)
+        offset += n
     return out
 
 
-def _signature(t: torch.Tensor) -> tuple[tuple[int, ...], bytes] | None:
-    """Shape and row labels of a label tensor; None when its rows are not constant (transposed)."""
-    if t.dim() == 0:
-        return (), t.reshape(1).numpy().tobytes()
-    if t.numel() == 0:
-        return None
-    first_row = t[(0,) * (t.dim() - 1)]
-    if not bool((first_row == first_row[0]).all()):
-        return None
-    return tuple(t.shape), t[..., 0].contiguous().numpy().tobytes()
+def _signature(t: torch.Tensor) -> tuple[tuple[int, ...], bytes]:
+    return tuple(t.shape), t.contiguous().numpy().tobytes()
 
 
 def original_names(model: nn.Module, shapes: dict[str, tuple[int, ...]],
@@ -58,16 +52,21 @@ def original_names(model: nn.Module, shapes: dict[str, tuple[int, ...]],
     from transformers.core_model_loading import revert_weight_conversion
 
     labels = _labels(shapes)
-    with torch.no_grad():
-        reverted = revert_weight_conversion(model, dict(labels))
-    by_signature: dict[tuple, str] = {}
-    for name, t in reverted.items():
-        sig = _signature(t) if isinstance(t, torch.Tensor) else None
-        if sig is not None:
-            by_signature[sig] = name
+    try:
+        with torch.no_grad():
+            reverted = revert_weight_conversion(model, dict(labels))
+    except (RuntimeError, ValueError, IndexError) as exc:  # an op that needs the weights' real last dim
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        raise AWQInputError(
+            f"tensors {sorted(wanted)[:3]} are not in the checkpoint under the model's own names, and transformers' "
+            f"reverse conversion mapping for {model_type!r} cannot be followed without the weights ({exc}); "
+            "quantize without --stream (from_pretrained converts the checkpoint)") from None
+    by_signature = {_signature(t): name for name, t in reverted.items() if isinstance(t, torch.Tensor)}
     out: dict[str, str] = {}
     for name, (param, index) in wanted.items():
-        sig = _signature(labels[param][index])
-        if sig is not None and sig in by_signature:
+        probe = labels[param]
+        # An index into the parameter's rows; the probe's cut last dim stays whole.
+        sig = _signature(probe[index])
+        if sig in by_signature:
             out[name] = by_signature[sig]
     return out
