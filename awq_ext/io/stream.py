@@ -165,7 +165,7 @@ class GGUFSource:
         return set(self._tensors)
 
     def read(self, name: str, dtype: torch.dtype | None = None, index: Index = ()) -> torch.Tensor:
-        """A part is cut from the whole dequantized tensor (GGUF blocks quantize across rows)."""
+        """A part is cut from the whole dequantized tensor (the gguf package dequantizes whole tensors)."""
         from gguf import dequantize
 
         t = self._tensors[name]

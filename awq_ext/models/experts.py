@@ -6,7 +6,10 @@ rows first, then up) and ``down_proj [E, H, I]``. :func:`unfuse_experts` replace
 forward signature and arithmetic, so hooks, the scale search, quantization and the checkpoint names
 (``...experts.{e}.gate_proj.qweight``: what vLLM's and AutoAWQ-style loaders read) all see ordinary
 linears. The views share no storage with the fused tensors (each expert's rows are copied once).
-Models that already store per-expert linears are left as they are.
+Models that already store per-expert linears are left as they are. :func:`expert_parts` is the one
+statement of which slice of which fused parameter each per-expert weight is; :func:`fused_layout`
+records it for a model before unfusing (the streaming reader, which unfuses a meta skeleton, uses it to
+read a checkpoint that stores the fused tensors).
 """
 from __future__ import annotations
 
