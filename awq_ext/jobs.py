@@ -263,7 +263,8 @@ def run_eval(model_path: str | None, opts: JobOptions) -> dict[str, Any]:
 
         return run_stream_job(JobOptions(model=model_path, method=FLOAT_METHOD, eval=opts.eval,
                                          max_windows=opts.max_windows, eval_seqlen=opts.eval_seqlen,
-                                         device=opts.device, progress=opts.progress, tasks=opts.tasks, stream=True))
+                                         device=opts.device, progress=opts.progress, tasks=opts.tasks, stream=True,
+                                         spec=opts.spec))
     if quantized:
         from awq_ext.io import load_quantized, read_quant_config
 

@@ -393,3 +393,8 @@ def test_spec_file_architecture_streams_to_the_in_memory_checkpoint(tmp_path: Pa
     assert [b["rel_error"] for b in st["blocks"]] == [b["rel_error"] for b in mem["blocks"]]
     assert all("alpha" in g for b in st["blocks"] for g in b["groups"])  # the spec file's groups were searched
     assert _files(tmp_path / "st") == _files(tmp_path / "mem")
+    ev = ["--max-windows", "2", "--eval-seqlen", "64", "--no-progress", "--model", str(src)]
+    fj, fm = tmp_path / "float.json", tmp_path / "float_mem.json"
+    assert main(["eval", "--stream", *ev, "--spec", str(spec), "--json", str(fj)]) == 0  # the float model, block by block
+    assert main(["eval", *ev, "--json", str(fm)]) == 0
+    assert json.loads(fj.read_text())["ppl"] == pytest.approx(json.loads(fm.read_text())["ppl"], rel=1e-6)
