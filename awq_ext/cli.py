@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(e)
     _add_eval(e)
     _add_stream(e)
+    e.add_argument("--spec", default=None, metavar="FILE.json",
+                   help="with --stream: the architecture spec (its block path) for a model_type awq_ext does not "
+                        "know; evaluation in memory needs none")
 
     c = sub.add_parser("compare", help="compare methods and bit widths on one model; prints a table")
     _add_model(c)
@@ -210,7 +213,7 @@ def _cmd_quantize(a: argparse.Namespace) -> dict:
 
 def _cmd_eval(a: argparse.Namespace) -> dict:
     opts = JobOptions(eval=a.eval, max_windows=a.max_windows or None, eval_seqlen=a.eval_seqlen,
-                      progress=not a.no_progress, stream=a.stream, **_task_options(a))
+                      progress=not a.no_progress, stream=a.stream, spec=a.spec, **_task_options(a))
     if opts.eval == "none":
         raise AWQInputError("eval needs a text source: --eval pydoc, a file, or a dataset name")
     res = run_eval(a.model, opts)

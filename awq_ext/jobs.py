@@ -120,13 +120,19 @@ def quantize_config(opts: JobOptions) -> QuantizeConfig:
     )
 
 
+def spec_file(opts: JobOptions):
+    """The ``--spec`` file's spec; ``None`` without one."""
+    from awq_ext.models.spec_file import load_spec_file
+
+    return load_spec_file(opts.spec) if opts.spec else None
+
+
 def job_spec(model, opts: JobOptions):
     """The ``--spec`` file's spec (``None`` without one), after checking that the model has a spec at
     all: an unknown model_type is refused here, before calibration data is prepared."""
     from awq_ext.models import get_spec
-    from awq_ext.models.spec_file import load_spec_file
 
-    spec = load_spec_file(opts.spec) if opts.spec else None
+    spec = spec_file(opts)
     get_spec(model, spec)
     return spec
 
@@ -257,7 +263,8 @@ def run_eval(model_path: str | None, opts: JobOptions) -> dict[str, Any]:
 
         return run_stream_job(JobOptions(model=model_path, method=FLOAT_METHOD, eval=opts.eval,
                                          max_windows=opts.max_windows, eval_seqlen=opts.eval_seqlen,
-                                         device=opts.device, progress=opts.progress, tasks=opts.tasks, stream=True))
+                                         device=opts.device, progress=opts.progress, tasks=opts.tasks, stream=True,
+                                         spec=opts.spec))
     if quantized:
         from awq_ext.io import load_quantized, read_quant_config
 

@@ -27,10 +27,9 @@ from awq_ext.io.checkpoint import resolve_save_dtype
 from awq_ext.io.stream import StreamingCheckpoint, map_large_allocations, open_streamed
 from awq_ext.jobs import (
     FLOAT_METHOD, JobOptions, TextCache, check_output, checkpoint_summary, job_header, plan_data, quantize_config,
-    save_dtype_choice,
+    save_dtype_choice, spec_file,
 )
 from awq_ext.memory import memory_peaks, peak_rss_mb
-from awq_ext.models import get_spec
 from awq_ext.models.loading import is_quantized_checkpoint
 
 
@@ -39,9 +38,6 @@ def check_stream(opts: JobOptions) -> None:
     if opts.tasks:
         raise AWQInputError("--tasks runs lm-eval on the whole model in memory, which --stream avoids; save the "
                             "checkpoint with --output, then run `eval --model OUTPUT --tasks ...`")
-    if opts.spec:
-        raise AWQInputError("--spec with --stream is not supported yet (the streamed skeleton is laid out from "
-                            "the registry's spec); quantize that architecture without --stream")
     if opts.model and is_quantized_checkpoint(opts.model):
         raise AWQInputError(f"{opts.model} is already quantized; `eval --model {opts.model}` evaluates it (a packed "
                             "checkpoint is small: it is loaded whole)")
@@ -58,13 +54,14 @@ def run_stream_job(opts: JobOptions, texts: TextCache | None = None) -> dict[str
     record = SearchRecord.load(opts.load_record) if opts.load_record else None
     need_calib = not is_float and needs_calibration(get_method(opts.method), record)
     # Without layer-by-layer evaluation nothing needs the final norm and head before the checkpoint's end.
-    streamed = open_streamed(opts.model, head_only=not is_float and not opts.eval)
+    spec_arg = spec_file(opts)
+    streamed = open_streamed(opts.model, head_only=not is_float and not opts.eval, spec=spec_arg)
     model, tokenizer, store = streamed.model, streamed.tokenizer, streamed.store
     texts = texts or TextCache(tokenizer)
     plan = plan_data(opts, texts, need_calib)
     out = job_header(opts, plan, cfg, need_calib)
     out["stream"] = {"source": streamed.source_kind}
-    spec = get_spec(model)
+    spec = store.spec
     if is_float:
         if not opts.eval:
             raise AWQInputError("a float model with --stream only evaluates; pass --eval (or a --method to quantize)")
@@ -82,13 +79,14 @@ def run_stream_job(opts: JobOptions, texts: TextCache | None = None) -> dict[str
         store.release_globals_after_capture = evaluator is None  # nothing needs the embeddings/head meanwhile
         try:
             result = quantize_blocks(model, plan.get("calib_ids"), cfg, record=record, progress=opts.progress,
-                                     source=store, observers=observers, keep_codes=False)
+                                     source=store, observers=observers, keep_codes=False, spec=spec_arg)
             if writer is not None:  # the final norm and head complete it (read back if they were released)
                 reload = store if store.release_globals_after_capture else None
                 out["checkpoint"] = checkpoint_summary(writer.commit(tokenizer, reload=reload))
         finally:
             if writer is not None:
                 writer.abort()  # no-op after a commit; drops the partial shards otherwise
+        out["spec"] = opts.spec
         out["quantize_seconds"] = result.seconds
         out["peak_rss_mb_after_quantize"] = peak_rss_mb()
         out["blocks"] = [{"index": b.index, "rel_error": b.rel_error, "seconds": b.seconds, "phases": b.phases,

@@ -26,7 +26,6 @@ from awq_ext.calibrate.timing import timed
 from awq_ext.config import AWQConfig, QuantizeConfig
 from awq_ext.errors import AWQInputError
 from awq_ext.models import ModelSpec, ScalingGroup, bind_groups, block_linears, get_blocks, get_module, get_spec
-from awq_ext.models.experts import is_fused_experts
 from awq_ext.models.groups import clip_skipped, feature_names, n_tokens, search_input
 from awq_ext.models.spec_file import check_spec_on_model
 from awq_ext.quant.awq import activation_scale, candidate_scales, search_clip, search_scales, weight_scale
@@ -184,13 +183,11 @@ def validate_calibration(ids: torch.Tensor) -> None:
 
 def prepare_for_calibration(model: nn.Module, spec: ModelSpec, spec_file: bool, source: BlockSource | None) -> None:
     """:func:`~awq_ext.calibrate.prepare.prepare_model` for an in-memory model; a streamed skeleton has no
-    weights to convert (its store reads them as float32), and fused experts are refused there."""
+    weights to convert (its store reads them as float32) and its experts are per-expert linears already
+    (:func:`awq_ext.io.stream.open_streamed` unfuses them on the meta device)."""
     if source is None:
         prepare_model(model, spec, strict_paths=spec_file)
         return
-    if any(is_fused_experts(m) for m in model.modules()):
-        raise AWQInputError("streaming a model whose MoE experts are stored fused (transformers 5's 3-D "
-                            "gate_up_proj/down_proj) is not supported yet; quantize it without --stream")
     check_spec_on_model(model, spec, strict_paths=spec_file)
 
 

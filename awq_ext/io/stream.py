@@ -17,9 +17,12 @@ It is the :class:`awq_ext.calibrate.driver.BlockSource` of the streaming driver.
 shards (:class:`awq_ext.io.shards.ShardWriter`) as soon as it is quantized, and finalises the
 checkpoint (remaining tensors, config, tokenizer, index) atomically.
 
-Tensor names: a safetensors checkpoint must name its tensors as the model's state dict does (with or
-without the base-model prefix, e.g. OPT's ``decoder.*``) - the layout of every checkpoint that
-``save_pretrained`` writes for the architectures in :mod:`awq_ext.models`.
+Tensor names: a safetensors checkpoint names its tensors as the model's state dict does (with or
+without the base-model prefix, e.g. OPT's ``decoder.*``) or as ``save_pretrained`` writes them (its
+reverse conversion mapping: Mixtral's and Qwen-MoE's per-expert tensors, which transformers 5 fuses
+into 3-D ``gate_up_proj``/``down_proj``). MoE experts are unfused on the meta device
+(:func:`~awq_ext.models.experts.unfuse_experts`) before anything is read, so a block's experts arrive
+as per-expert linears - read from per-expert tensors, or as slices of stored fused ones.
 """
 from __future__ import annotations
 
@@ -38,8 +41,10 @@ from torch import nn
 
 from awq_ext.errors import AWQInputError, CheckpointError
 from awq_ext.io.checkpoint import build_quant_config, checkpoint_tensors, write_metadata
+from awq_ext.io.original_format import original_names
 from awq_ext.io.shards import DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, ShardWriter
 from awq_ext.models import ModelSpec, get_blocks, get_spec
+from awq_ext.models.experts import FusedLayout, Index, fused_layout, unfuse_experts
 from awq_ext.nn.wqlinear import replace_linears
 
 
@@ -74,14 +79,14 @@ def map_large_allocations(threshold: int = 1 << 20) -> None:
 
 
 class WeightSource(Protocol):
-    """Tensors of a model by stored name, read a few at a time (one block's). Files are mapped only
-    while ``read`` runs: pages of a memory map count in the process's resident set for as long as
-    the map lives, so a map kept open would grow to the whole checkpoint."""
+    """Tensors of a model by stored name, read one at a time. Files are mapped only while ``read``
+    runs: pages of a memory map count in the process's resident set for as long as the map lives, so a
+    map kept open would grow to the whole checkpoint."""
 
     def names(self) -> set[str]: ...
 
-    def read(self, names: list[str], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """The tensors by name; floats cast to ``dtype`` when given."""
+    def read(self, name: str, dtype: torch.dtype | None = None, index: Index = ()) -> torch.Tensor:
+        """The stored tensor ``name``, or its part ``tensor[index]``; floats cast to ``dtype`` when given."""
         ...
 
 
@@ -111,26 +116,22 @@ class SafetensorsSource:
     def names(self) -> set[str]:
         return set(self._file)
 
-    def read(self, names: list[str], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        by_file: dict[Path, list[str]] = {}
-        for n in names:
-            by_file.setdefault(self._file[n], []).append(n)
-        out: dict[str, torch.Tensor] = {}
-        for f, keys in by_file.items():
-            try:
-                for k in keys:
-                    out[k] = self._read_one(f, k, dtype)
-            except (SafetensorError, OSError) as exc:
-                raise CheckpointError(f"{f}: cannot read tensors {keys[:3]} ({exc}); the file is truncated or "
-                                      "corrupt") from None
-        return out
+    def read(self, name: str, dtype: torch.dtype | None = None, index: Index = ()) -> torch.Tensor:
+        f = self._file[name]
+        try:
+            return self._read_one(f, name, dtype, index)
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{f}: cannot read tensor {name} ({exc}); the file is truncated or corrupt") from None
 
     @staticmethod
-    def _read_one(f: Path, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+    def _read_one(f: Path, name: str, dtype: torch.dtype | None, index: Index) -> torch.Tensor:
         with safe_open(str(f), framework="pt") as fh:
-            t = fh.get_tensor(name)
+            # A part (one expert of a fused tensor) is read alone, as a copy: never the whole tensor.
+            t = fh.get_slice(name)[index] if index else fh.get_tensor(name)
             if dtype is None or not t.is_floating_point() or t.dtype == dtype or t.dim() == 0:
                 return t
+            if index:
+                return t.to(dtype)
             rows, shape = t.shape[0], t.shape
         # A cast reads the source a few MiB at a time, the file mapped only meanwhile: the mapped pages of
         # a whole float32 embedding or head would otherwise be resident beside its cast copy.
@@ -163,38 +164,54 @@ class GGUFSource:
     def names(self) -> set[str]:
         return set(self._tensors)
 
-    def read(self, names: list[str], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def read(self, name: str, dtype: torch.dtype | None = None, index: Index = ()) -> torch.Tensor:
+        """A part is cut from the whole dequantized tensor (the gguf package dequantizes whole tensors)."""
         from gguf import dequantize
 
-        out: dict[str, torch.Tensor] = {}
-        for name in names:
-            t = self._tensors[name]
-            res = self._processor.process(weights=dequantize(t.data, t.tensor_type), name=t.name,
-                                          tensor_key_mapping=self._mapping, parsed_parameters=self._parsed)
-            if res.name != t.name:
-                raise AWQInputError(f"{self.path}: GGUF tensor {t.name} is renamed to {res.name} by transformers' "
-                                    "processor for this architecture; streaming does not support such tensors - "
-                                    "quantize without --stream")
-            t = torch.from_numpy(np.copy(res.weights))
-            out[name] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        t = self._tensors[name]
+        res = self._processor.process(weights=dequantize(t.data, t.tensor_type), name=t.name,
+                                      tensor_key_mapping=self._mapping, parsed_parameters=self._parsed)
+        if res.name != t.name:
+            raise AWQInputError(f"{self.path}: GGUF tensor {t.name} is renamed to {res.name} by transformers' "
+                                "processor for this architecture; streaming does not support such tensors - "
+                                "quantize without --stream")
+        out = torch.from_numpy(np.copy(res.weights))
+        out = out[index].clone() if index else out
         # The reader maps the whole file for its lifetime: drop the pages just read from our resident set
         # (they stay in the page cache; reading them again refaults them).
         mm = getattr(self._reader.data, "_mmap", None)
         if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
             mm.madvise(mmap.MADV_DONTNEED)
-        return out
+        return out.to(dtype) if dtype is not None and out.is_floating_point() else out
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """Where a parameter is in the checkpoint: the stored tensor, and the part of it (``()``: all)."""
+
+    name: str
+    index: Index = ()
 
 
 class BlockStore:
     """The decoder blocks of a meta-device skeleton, materialized one at a time from ``source``.
 
     ``dtype``: the float dtype the weights are cast to (the in-memory path's ``load_model`` dtype).
+    ``fused``: where the skeleton's per-expert linears were in its fused experts before
+    :func:`~awq_ext.models.experts.unfuse_experts` (a checkpoint may store either layout).
+
+    A parameter is read from the tensor of its own name (with or without the base-model prefix), else
+    from its expert's slice of a stored fused tensor, else from where transformers' ``save_pretrained``
+    puts it (:mod:`awq_ext.io.original_format`: e.g. Mixtral's ``block_sparse_moe.experts.{e}.w1``).
     """
 
     resident = False
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, source: WeightSource, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: nn.Module, spec: ModelSpec, source: WeightSource, dtype: torch.dtype = torch.float32,
+                 fused: FusedLayout | None = None):
         self.model, self.spec, self.source, self.dtype = model, spec, source, dtype
+        self.fused = fused if fused is not None else FusedLayout({}, {})
+        self._shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}  # meta tensors: no memory
         # Free the embeddings/head while the blocks run (set when nothing needs them before the end, i.e.
         # no layer-by-layer evaluation); :meth:`load_globals` brings them back for the checkpoint's tail.
         self.release_globals_after_capture = False
@@ -203,23 +220,69 @@ class BlockStore:
         self._available = source.names()
         base = getattr(model, "base_model_prefix", "") or ""
         self._strip = base + "." if base else ""
+        # Every block's tensors are located now, block by block (a reverse-mapping probe is one block's
+        # size): a checkpoint that lacks some is refused before calibration starts, not hours into it.
+        self._block_parts = [self._locate([f"{self.prefix}{i}.{n}" for n in b.state_dict()], f"{self.prefix}{i}.")
+                             for i, b in enumerate(self.blocks)]
 
-    def _stored_name(self, name: str) -> str:
+    def _lookup(self, name: str) -> str | None:
         if name in self._available:
             return name
         if self._strip and name.startswith(self._strip) and name[len(self._strip):] in self._available:
             return name[len(self._strip):]  # checkpoints saved from the base model (OPT's decoder.*)
-        raise AWQInputError(
-            f"tensor {name} is not in the checkpoint; streaming needs tensors named as the model's state dict "
-            f"(found e.g. {sorted(self._available)[:3]}). Quantize without --stream"
+        return None
+
+    def _locate(self, names: list[str], scope: str = "") -> dict[str, StoredPart]:
+        """Where each parameter is stored (see the class docstring); all found, or an error naming the rest
+        and the stored tensors under ``scope`` (the block's prefix) that none of them was found in."""
+        found: dict[str, StoredPart] = {}
+        for n in names:
+            own = self._lookup(n)
+            fused, index = self.fused.parts.get(n, (None, ()))
+            fused_stored = self._lookup(fused) if fused is not None else None
+            if own is not None:
+                found[n] = StoredPart(own)
+            elif fused_stored is not None:
+                found[n] = StoredPart(fused_stored, index)
+        rest = [n for n in names if n not in found]
+        if rest:
+            found.update(self._locate_original(rest))
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise self._missing_error(missing, scope, self._unclaimed(scope, {p.name for p in found.values()}))
+        return found
+
+    def _locate_original(self, names: list[str]) -> dict[str, StoredPart]:
+        wanted = {n: self.fused.parts.get(n, (n, ())) for n in names}
+        shapes = {p: self.fused.shapes[p] if p in self.fused.shapes else self._shapes[p] for p, _ in wanted.values()}
+        original = original_names(self.model, shapes, wanted)
+        return {n: StoredPart(s) for n, o in original.items() if (s := self._lookup(o)) is not None}
+
+    def _unclaimed(self, scope: str, claimed: set[str]) -> list[str]:
+        if not scope:
+            return []
+        scopes = (scope, scope[len(self._strip):]) if self._strip and scope.startswith(self._strip) else (scope,)
+        return sorted(a for a in self._available if a.startswith(scopes) and a not in claimed)
+
+    def _missing_error(self, missing: list[str], scope: str, unclaimed: list[str]) -> AWQInputError:
+        fused = sorted({self.fused.parts[n][0] for n in missing if n in self.fused.parts})
+        as_slices = f", nor as expert slices of {fused[:2]}" if fused else ""
+        more = " ..." if len(unclaimed) > 4 else ""
+        left = (f"; stored under {scope!r} and matched to nothing: {unclaimed[:4]}{more}" if unclaimed
+                else f"; the checkpoint holds e.g. {sorted(self._available)[:3]}")
+        return AWQInputError(
+            f"{len(missing)} tensor(s) {missing[:4]}{' ...' if len(missing) > 4 else ''} are not in the checkpoint: "
+            f"neither under these names{as_slices}, nor where transformers' save_pretrained writes them for "
+            f"model_type {getattr(self.model.config, 'model_type', None)!r}{left}. Streaming reads checkpoints in "
+            "save_pretrained's layout or with the model's own state-dict names; quantize without --stream "
+            "(from_pretrained converts other layouts), or re-save the model with save_pretrained"
         )
 
-    def _read(self, names: list[str], device: torch.device | str,
+    def _read(self, parts: dict[str, StoredPart], device: torch.device | str,
               dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        stored = {n: self._stored_name(n) for n in names}
         out = {}
-        for n, s in stored.items():  # one tensor at a time (the source casts floats), never a whole set
-            t = self.source.read([s], dtype or self.dtype)[s]
+        for n, part in parts.items():  # one tensor at a time (the source casts floats), never a whole set
+            t = self.source.read(part.name, dtype or self.dtype, part.index)
             out[n] = t.to(device)
             del t
         return out
@@ -233,7 +296,7 @@ class BlockStore:
         # A tied tensor absent from the checkpoint is re-tied below (e.g. lm_head -> embed_tokens).
         names = [n for n in self.model.state_dict() if not n.startswith(self.prefix) and n not in skip
                  and not (n in tied and not self._has(n))]
-        state = self._read(names, device, dtype)
+        state = self._read(self._locate(names), device, dtype)
         result = self.model.load_state_dict(state, strict=False, assign=True)
         if result.unexpected_keys:
             raise AWQInputError(f"tensors {result.unexpected_keys[:5]} do not belong to the model")
@@ -264,17 +327,13 @@ class BlockStore:
             self.release_globals()
 
     def _has(self, name: str) -> bool:
-        try:
-            self._stored_name(name)
-        except AWQInputError:
-            return False
-        return True
+        return self._lookup(name) is not None
 
     def load_block(self, index: int, device: torch.device) -> nn.Module:
         block = self.blocks[index]
         prefix = f"{self.prefix}{index}."
         local = list(block.state_dict())
-        full = self._read([prefix + n for n in local], device)
+        full = self._read(self._block_parts[index], device)
         block.load_state_dict({n: full.pop(prefix + n) for n in local}, strict=True, assign=True)
         return block
 
@@ -295,9 +354,11 @@ class StreamedModel:
     source_kind: str  # "safetensors" | "gguf"
 
 
-def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_only: bool = False) -> StreamedModel:
+def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_only: bool = False,
+                  spec: ModelSpec | None = None) -> StreamedModel:
     """A meta skeleton of the float model at ``name`` (a local directory of safetensors or a .gguf file;
     None = the offline SmolLM2 GGUF), its tokenizer, and the :class:`BlockStore` that fills it.
+    ``spec``: the architecture spec (a ``--spec FILE.json``); default: the registry's for the model type.
     The parameters outside the decoder blocks are loaded (``head_only``: only those before the blocks,
     i.e. what reaching block 0 needs; the rest is read when the checkpoint is completed); the blocks
     stay on the meta device."""
@@ -319,8 +380,11 @@ def open_streamed(name: str | None, dtype: torch.dtype = torch.float32, *, head_
     except OSError:
         pass  # no generation_config.json: the one derived from the config stays
     gguf = kwargs.get("gguf_file")
+    # GGUF's name table is transformers' own, built on the model's own (fused-experts) layout.
     source: WeightSource = GGUFSource(Path(src) / gguf, model) if gguf else SafetensorsSource(src)
-    store = BlockStore(model, get_spec(model), source, dtype)
+    fused = fused_layout(model)
+    unfuse_experts(model)  # per-expert linears on the meta device, as calibration and the checkpoint want them
+    store = BlockStore(model, get_spec(model, spec), source, dtype, fused)
     store.load_globals("cpu", skip=store.tail_keys() if head_only else ())
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **kwargs)
     return StreamedModel(model, tokenizer, store, "gguf" if gguf else "safetensors")

@@ -25,7 +25,9 @@ import torch
 
 from awq_ext.errors import AWQInputError
 from awq_ext.eval import perplexity
-from awq_ext.jobs import JobOptions, TextCache, check_zero_shot, job_spec, peak_rss_mb, plan_data, run_zero_shot
+from awq_ext.jobs import (
+    JobOptions, TextCache, check_zero_shot, job_spec, peak_rss_mb, plan_data, run_zero_shot, spec_file,
+)
 from awq_ext.memory import memory_peaks
 from awq_ext.models.loading import is_quantized_checkpoint, load_model, model_label
 from awq_ext.w8a8.calibrate import quantize_w8a8
@@ -65,7 +67,7 @@ def run_w8a8(opts: JobOptions, model=None, tokenizer=None, texts: TextCache | No
         from awq_ext.stream_job import check_stream
 
         check_stream(opts)
-        streamed = open_streamed(opts.model)
+        streamed = open_streamed(opts.model, spec=spec_file(opts))
         model, tokenizer, store = streamed.model, streamed.tokenizer, streamed.store
     elif model is None:
         if opts.model and is_quantized_checkpoint(opts.model):

@@ -1,7 +1,9 @@
 """Streaming: a meta skeleton whose blocks are read from disk one at a time gives the in-memory results.
 
 The float model is a synthetic LLaMA written by the benchmark tooling (random weights, float32
-safetensors in several shards, a word-level tokenizer).
+safetensors in several shards, a word-level tokenizer); the MoE tests use tiny Mixtral and Qwen3-MoE
+models from their transformers configs, saved by ``save_pretrained`` (per-expert tensors in the original
+naming, or fused 3-D ones).
 """
 from __future__ import annotations
 
@@ -234,7 +236,165 @@ def test_casting_read_equals_a_whole_cast(tmp_path: Path, monkeypatch: pytest.Mo
     save_file(tensors, str(tmp_path / "model.safetensors"))
     monkeypatch.setattr(stream, "_CAST_BYTES", 5 * 24 * 4)  # 5 rows per step: 8 steps, the last one short
     src = stream.SafetensorsSource(tmp_path)
-    got = src.read(["emb", "norm", "ids"], torch.float16)
+    got = {n: src.read(n, torch.float16) for n in ("emb", "norm", "ids")}
     assert torch.equal(got["emb"], tensors["emb"].half()) and torch.equal(got["norm"], tensors["norm"].half())
     assert torch.equal(got["ids"], tensors["ids"])  # integers are never cast
-    assert torch.equal(src.read(["emb"])["emb"], tensors["emb"])
+    assert torch.equal(src.read("emb"), tensors["emb"])
+
+
+# --- MoE: experts fused in transformers 5, stored per expert (save_pretrained's original layout) or fused ---
+
+MOE_LAYOUTS = {  # name -> (model_type, save_original_format)
+    "mixtral": ("mixtral", True),  # block_sparse_moe.experts.{e}.w1/w2/w3
+    "qwen3_moe": ("qwen3_moe", True),  # mlp.experts.{e}.gate_proj/up_proj/down_proj; layer 0 dense
+    "qwen3_moe-fused": ("qwen3_moe", False),  # mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]
+    "qwen2_moe": ("qwen2_moe", True),  # + shared expert and its gate
+    "deepseek_v3": ("deepseek_v3", True),  # MLA attention, shared experts, router bias; layer 0 dense
+}
+
+
+@pytest.fixture(scope="module")
+def moe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from awq_ext.bench.stream_memory import _word_tokenizer
+    from tests.models.tiny_archs import VOCAB, tiny_model
+
+    tok = _word_tokenizer(load_source("pydoc").calib_text, VOCAB)
+    root = tmp_path_factory.mktemp("moe")
+    out = {}
+    for name, (model_type, original) in MOE_LAYOUTS.items():
+        d = root / name
+        tiny_model(model_type).save_pretrained(d, max_shard_size="100KB", save_original_format=original)
+        tok.save_pretrained(str(d))
+        out[name] = d
+    return out
+
+
+def _tensors(d: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(d.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def _stored_names(d: Path) -> set[str]:
+    return set(json.loads((d / "model.safetensors.index.json").read_text())["weight_map"])
+
+
+def test_moe_fixtures_store_the_layouts_they_claim(moe_dirs: dict[str, Path]) -> None:
+    assert "model.layers.1.block_sparse_moe.experts.3.w2.weight" in _stored_names(moe_dirs["mixtral"])
+    assert "model.layers.1.mlp.experts.3.down_proj.weight" in _stored_names(moe_dirs["qwen3_moe"])
+    fused = _stored_names(moe_dirs["qwen3_moe-fused"])
+    assert "model.layers.1.mlp.experts.gate_up_proj" in fused and not any(".experts.0." in n for n in fused)
+
+
+@pytest.mark.parametrize("method", ["awq", "rtn"])
+@pytest.mark.parametrize("layout", list(MOE_LAYOUTS))
+def test_streamed_moe_checkpoint_is_byte_identical(moe_dirs: dict[str, Path], tmp_path: Path, layout: str,
+                                                   method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from awq_ext.config import AWQConfig
+    from awq_ext.io import stream
+    from tests.models.tiny_archs import calib_ids
+
+    src = moe_dirs[layout]
+    ids = calib_ids(n=4, seqlen=32)
+    cfg = QuantizeConfig(method=method, group_size=64, device="cpu", awq=AWQConfig(n_grid=6, clip_n_grid=6))
+    model, tok = load_model(str(src))
+    res = quantize_model(model, ids, cfg, progress=False)
+    replace_linears(model, res.quantized)
+    ref = save_quantized(model, tmp_path / "memory", tokenizer=tok, max_shard_size="100KB")
+
+    reads: list[tuple[str, tuple]] = []
+    read = stream.SafetensorsSource.read
+
+    def spy(self, name: str, dtype: torch.dtype | None = None, index: tuple = ()) -> torch.Tensor:
+        reads.append((name, index))
+        return read(self, name, dtype, index)
+
+    monkeypatch.setattr(stream.SafetensorsSource, "read", spy)
+    sm = open_streamed(str(src), head_only=True)
+    experts = sm.store.blocks[1].mlp.experts
+    assert experts[0].gate_proj.weight.is_meta  # unfused on the meta device, before any block is read
+    largest_block = max(sum(p.numel() for p in b.parameters()) for b in sm.store.blocks)  # meta tensors know it
+    guard = OneBlockAtATime(sm.store)
+    writer = StreamingCheckpoint(tmp_path / "stream", sm.model, get_spec(sm.model),
+                                 resolve_save_dtype(sm.model, None), max_shard_size="100KB")
+    sm.store.release_globals_after_capture = True
+    sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
+                           keep_codes=False)
+    out = writer.commit(sm.tokenizer, reload=sm.store)
+
+    assert guard.seen == [0, 1] and sm.store.materialized_blocks() == []
+    assert 0 < guard.max_float_params <= largest_block
+    assert [str(b.rel_error) for b in sres.blocks] == [str(b.rel_error) for b in res.blocks]
+    fused_reads = [index for name, index in reads if name.endswith((".experts.gate_up_proj", ".experts.down_proj"))]
+    if layout.endswith("fused"):  # each expert's slice alone, never the whole fused tensor
+        assert fused_reads and all(index for index in fused_reads)
+    else:
+        assert fused_reads == []
+    got, want = _tensors(out), _tensors(ref)
+    assert set(got) == set(want) and any(".mlp.experts.3.down_proj.qweight" in n for n in got)
+    for name, t in want.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+    assert _files(out) == _files(ref)  # every shard, byte for byte, and the index
+
+
+def test_unmatched_expert_tensors_are_refused_by_name(moe_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """Expert tensors under names neither the model nor transformers' reverse mapping knows: a clear error."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "renamed"
+    shutil.copytree(moe_dirs["qwen3_moe"], d)
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors = load_file(str(d / shard))
+        save_file({_rename(n): t for n, t in tensors.items()}, str(d / shard), metadata={"format": "pt"})
+    index["weight_map"] = {_rename(n): f for n, f in index["weight_map"].items()}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    # Refused when the skeleton is opened, before any block is read or calibrated.
+    with pytest.raises(AWQInputError, match=r"4 tensor\(s\) \['model.layers.1.mlp.experts.0.gate_proj.weight', "
+                                            r"'model.layers.1.mlp.experts.1.gate_proj.weight'.*save_pretrained.*"
+                                            r"matched to nothing.*experts.0.w_gate.weight"):
+        open_streamed(str(d))
+
+
+def _rename(name: str) -> str:
+    return name.replace(".gate_proj.", ".w_gate.") if ".experts." in name else name
+
+
+def test_spec_file_architecture_streams_to_the_in_memory_checkpoint(tmp_path: Path, capsys) -> None:
+    """--spec with --stream: a model_type the registry lacks (SmolLM3, LLaMA-shaped), quantized from a spec file."""
+    from awq_ext.bench.stream_memory import _word_tokenizer
+    from awq_ext.cli import main
+    from awq_ext.models import SPECS
+    from tests.models.test_spec_file import LLAMA_SPEC
+    from tests.models.tiny_archs import VOCAB, tiny_model
+
+    assert "smollm3" not in SPECS
+    src = tmp_path / "smollm3"
+    tiny_model("smollm3").save_pretrained(src, max_shard_size="100KB")
+    _word_tokenizer(load_source("pydoc").calib_text, VOCAB).save_pretrained(str(src))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**LLAMA_SPEC, "name": "smollm3", "model_types": ["smollm3"]}))
+    small = ["--n-samples", "2", "--seqlen", "32", "--max-windows", "2", "--eval-seqlen", "64", "--no-progress",
+             "--model", str(src), "--n-grid", "4", "--device", "cpu", "--method", "awq", "--max-shard-size", "100KB"]
+    assert main(["quantize", "--stream", *small]) != 0
+    assert "no adapter for model_type 'smollm3'" in capsys.readouterr().err
+    js, sj = tmp_path / "mem.json", tmp_path / "stream.json"
+    assert main(["quantize", *small, "--spec", str(spec), "--output", str(tmp_path / "mem"), "--json", str(js)]) == 0
+    assert main(["quantize", "--stream", *small, "--spec", str(spec), "--output", str(tmp_path / "st"),
+                 "--json", str(sj)]) == 0
+    mem, st = json.loads(js.read_text()), json.loads(sj.read_text())
+    assert st["spec"] == mem["spec"] == str(spec)
+    assert st["ppl"] == pytest.approx(mem["ppl"], rel=1e-6)
+    assert [b["rel_error"] for b in st["blocks"]] == [b["rel_error"] for b in mem["blocks"]]
+    assert all("alpha" in g for b in st["blocks"] for g in b["groups"])  # the spec file's groups were searched
+    assert _files(tmp_path / "st") == _files(tmp_path / "mem")
+    ev = ["--max-windows", "2", "--eval-seqlen", "64", "--no-progress", "--model", str(src)]
+    fj, fm = tmp_path / "float.json", tmp_path / "float_mem.json"
+    assert main(["eval", "--stream", *ev, "--spec", str(spec), "--json", str(fj)]) == 0  # the float model, block by block
+    assert main(["eval", *ev, "--json", str(fm)]) == 0
+    assert json.loads(fj.read_text())["ppl"] == pytest.approx(json.loads(fm.read_text())["ppl"], rel=1e-6)

@@ -91,4 +91,5 @@ def test_cli_passes_spec_to_quantize_and_compare():
     p = build_parser()
     assert p.parse_args(["quantize", "--spec", "a.json"]).spec == "a.json"
     assert p.parse_args(["compare", "--spec", "a.json"]).spec == "a.json"
+    assert p.parse_args(["eval", "--stream", "--spec", "a.json"]).spec == "a.json"  # the streamed float model
 
