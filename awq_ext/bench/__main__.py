@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--timeout", type=float, default=None, help="seconds per model before giving up")
     sm = sub.add_parser("stream-memory", help="peak RSS of streamed AWQ W4 g64 vs the float checkpoint (synthetic LLaMA)")
     _common(sm)
-    sm.add_argument("--preset", default="llama-1b", help="llama-1b (default, 4.4 GB float32) | llama-1b-2l (its shapes, 2 layers) | tiny")
+    sm.add_argument("--preset", default="llama-1b", help="llama-1b (default, 4.4 GB float32) | llama-1b-2l (its shapes, 2 layers) | qwen3-moe-1b (5.4 GB float32, 32 experts per layer) | tiny | tiny-moe")
     sm.add_argument("--model-dir", default=None, help="write (or reuse) the synthetic float model here")
     sm.add_argument("--quant-args", default="", help="extra arguments for `python -m awq_ext quantize`")
     sm.add_argument("--timeout", type=float, default=None, help="seconds before giving up")

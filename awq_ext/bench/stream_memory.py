@@ -1,18 +1,22 @@
 """Peak host memory of streamed quantization against the size of the float checkpoint.
 
-``python -m awq_ext.bench stream-memory``: make a synthetic LLaMA-architecture model (random weights,
-a word-level tokenizer over the calibration text) saved as sharded float32 safetensors - written
-tensor by tensor, so making it never holds the model either - then quantize it in a fresh subprocess
-of the project CLI with ``quantize --stream`` and read the subprocess's peak RSS from its JSON
+``python -m awq_ext bench stream-memory``: make a synthetic model (random weights, a word-level tokenizer over
+the calibration text) saved as sharded float32 safetensors in the layout ``save_pretrained`` writes - tensor
+by tensor, one block at a time, so making it never holds the model either - then quantize it in a fresh
+subprocess of the project CLI with ``quantize --stream`` and read the subprocess's peak RSS from its JSON
 (cross-checked from outside with ``getrusage``). The target (DESIGN §6): peak RSS <= 1/4 of the float
 checkpoint's size.
 
 Presets: ``llama-1b`` is TinyLlama-1.1B's shape (hidden 2048, 22 layers, GQA 32/4 heads, MLP 5632,
 vocab 32000): 1.1 B parameters, 4.4 GB in float32. ``llama-1b-2l`` is the same with 2 layers (the
-same peak memory; a time estimate per block). ``tiny`` is a seconds-long check of the tooling.
+same peak memory; a time estimate per block). ``qwen3-moe-1b`` is a Qwen3-MoE of 1.3 B parameters (24
+layers of 32 experts, 4 routed per token, expert MLP 512, hidden 1024), stored per expert as Hub checkpoints
+are (``mlp.experts.{e}.gate_proj``...; transformers fuses them when it loads). ``tiny`` and ``tiny-moe`` are
+seconds-long checks of the tooling.
 """
 from __future__ import annotations
 
+import re
 import resource
 import shlex
 import sys
@@ -45,17 +49,60 @@ class LlamaShape:
         block = attn + 3 * self.hidden * self.intermediate + 2 * self.hidden
         return self.layers * block + 2 * self.vocab * self.hidden + self.hidden
 
+    def config(self):  # noqa: ANN201 - a transformers config
+        from transformers import LlamaConfig
 
-PRESETS = {
+        return LlamaConfig(vocab_size=self.vocab, hidden_size=self.hidden, intermediate_size=self.intermediate,
+                           num_hidden_layers=self.layers, num_attention_heads=self.heads,
+                           num_key_value_heads=self.kv_heads, max_position_embeddings=4096, tie_word_embeddings=False,
+                           dtype="float32")
+
+
+@dataclass(frozen=True)
+class MoeShape:
+    """A Qwen3-MoE: every layer's MLP is ``experts`` routed experts (``top_k`` per token), no shared expert."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    expert_intermediate: int
+    experts: int
+    top_k: int
+    vocab: int
+
+    def n_params(self) -> int:
+        attn = 2 * self.hidden * self.heads * self.head_dim + 2 * self.hidden * self.kv_heads * self.head_dim
+        moe = self.experts * 3 * self.hidden * self.expert_intermediate + self.experts * self.hidden  # + router
+        block = attn + 2 * self.head_dim + moe + 2 * self.hidden  # q/k norms, two layer norms
+        return self.layers * block + 2 * self.vocab * self.hidden + self.hidden
+
+    def config(self):  # noqa: ANN201 - a transformers config
+        from transformers import Qwen3MoeConfig
+
+        return Qwen3MoeConfig(vocab_size=self.vocab, hidden_size=self.hidden, num_hidden_layers=self.layers,
+                              num_attention_heads=self.heads, num_key_value_heads=self.kv_heads,
+                              head_dim=self.head_dim, moe_intermediate_size=self.expert_intermediate,
+                              intermediate_size=self.expert_intermediate, num_experts=self.experts,
+                              num_experts_per_tok=self.top_k, decoder_sparse_step=1, mlp_only_layers=[],
+                              max_position_embeddings=4096, tie_word_embeddings=False, dtype="float32")
+
+
+PRESETS: dict[str, LlamaShape | MoeShape] = {
     "llama-1b": LlamaShape(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
     # llama-1b's blocks, embedding and head with 2 layers: memory does not grow with depth, so its peak RSS is
     # llama-1b's, and its seconds per block x 22 estimate llama-1b's run
     "llama-1b-2l": LlamaShape(hidden=2048, layers=2, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
+    "qwen3-moe-1b": MoeShape(hidden=1024, layers=24, heads=16, kv_heads=4, head_dim=64, expert_intermediate=512,
+                             experts=32, top_k=4, vocab=32000),
     "tiny": LlamaShape(hidden=128, layers=3, heads=4, kv_heads=2, intermediate=256, vocab=512),
+    "tiny-moe": MoeShape(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, expert_intermediate=64, experts=4,
+                         top_k=2, vocab=512),
 }
 
 
-def _word_tokenizer(text: str, vocab: int):
+def word_tokenizer(text: str, vocab: int):
     """A word-level tokenizer whose vocabulary is ``text``'s most frequent words (random weights need no
     better one; it makes calibration and evaluation text of the intended length)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -70,32 +117,36 @@ def _word_tokenizer(text: str, vocab: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
 
 
-def make_synthetic_llama(out_dir: str | Path, shape: LlamaShape, *, text: str, seed: int = 0,
+def make_synthetic_model(out_dir: str | Path, shape: LlamaShape | MoeShape, *, text: str, seed: int = 0,
                          max_shard_size: str = "1GB", progress: bool = True) -> Path:
-    """Write a random-weight ``LlamaForCausalLM`` of ``shape`` as float32 safetensors shards + config +
-    tokenizer into ``out_dir``. Linear and embedding weights ~ N(0, 0.02), norms ~ U(0.5, 1.5)."""
+    """Write a random-weight model of ``shape`` as float32 safetensors shards + config + tokenizer into
+    ``out_dir``, in the layout ``save_pretrained`` writes (transformers' reverse conversion mapping, e.g.
+    fused experts stored per expert). Linear and embedding weights ~ N(0, 0.02), norms ~ U(0.5, 1.5)."""
     from accelerate import init_empty_weights
     from tqdm.auto import tqdm
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
+    from transformers.core_model_loading import revert_weight_conversion
 
-    cfg = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-                      num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-                      num_key_value_heads=shape.kv_heads, max_position_embeddings=4096, tie_word_embeddings=False,
-                      dtype="float32")
+    cfg = shape.config()
     with init_empty_weights():
-        skeleton = LlamaForCausalLM(cfg)
+        skeleton = AutoModelForCausalLM.from_config(cfg)
     gen = torch.Generator().manual_seed(seed)
+    groups: dict[str, list[str]] = {}  # one block's tensors (or one tensor outside the blocks) at a time
+    for name in skeleton.state_dict():
+        m = re.match(r"(.*\.layers\.\d+\.)", name)
+        groups.setdefault(m.group(1) if m else name, []).append(name)
     state = skeleton.state_dict()
     with ShardWriter(out_dir, max_shard_size) as writer:
-        for name, t in tqdm(state.items(), desc="synthetic model", disable=not progress):
-            if "norm" in name:
-                value = torch.empty(t.shape).uniform_(0.5, 1.5, generator=gen)
-            else:
-                value = torch.empty(t.shape).normal_(0.0, 0.02, generator=gen)
-            writer.add(name, value)
-            del value
+        for names in tqdm(groups.values(), desc="synthetic model", disable=not progress):
+            part = {}
+            for name in names:
+                t = torch.empty(state[name].shape)
+                part[name] = t.uniform_(0.5, 1.5, generator=gen) if "norm" in name else t.normal_(0.0, 0.02, generator=gen)
+            for name, t in revert_weight_conversion(skeleton, part).items():
+                writer.add(name, t.contiguous())
+            del part
         cfg.save_pretrained(writer.staging)
-        _word_tokenizer(text, shape.vocab).save_pretrained(str(writer.staging))
+        word_tokenizer(text, shape.vocab).save_pretrained(str(writer.staging))
         return writer.commit()
 
 
@@ -121,7 +172,7 @@ def run_stream_memory(preset: str, *, model_dir: str | None = None, quant_args: 
         t0 = time.perf_counter()
         if not src.exists():
             log(f"  stream-memory: writing synthetic {preset} ({shape.n_params() / 1e9:.2f} B parameters) to {src}")
-            make_synthetic_llama(src, shape, text=load_source("pydoc").calib_text, progress=progress)
+            make_synthetic_model(src, shape, text=load_source("pydoc").calib_text, progress=progress)
         make_s = time.perf_counter() - t0
         out = Path(tmp) / "quantized"
         js = Path(tmp) / "run.json"

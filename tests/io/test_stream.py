@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from awq_ext.bench.stream_memory import PRESETS, make_synthetic_llama
+from awq_ext.bench.stream_memory import PRESETS, make_synthetic_model
 from awq_ext.calibrate import quantize_model
 from awq_ext.calibrate.pipeline import quantize_blocks
 from awq_ext.config import QuantizeConfig
@@ -36,7 +36,7 @@ METHODS = ["rtn", "awq", "gptq", "gptq-r", "awq+gptq"]
 @pytest.fixture(scope="module")
 def float_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("float") / "synthetic-tiny"
-    return make_synthetic_llama(out, PRESETS["tiny"], text=load_source("pydoc").calib_text, max_shard_size="300KB",
+    return make_synthetic_model(out, PRESETS["tiny"], text=load_source("pydoc").calib_text, max_shard_size="300KB",
                                 progress=False)
 
 
@@ -255,10 +255,10 @@ MOE_LAYOUTS = {  # name -> (model_type, save_original_format)
 
 @pytest.fixture(scope="module")
 def moe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from awq_ext.bench.stream_memory import _word_tokenizer
+    from awq_ext.bench.stream_memory import word_tokenizer
     from tests.models.tiny_archs import VOCAB, tiny_model
 
-    tok = _word_tokenizer(load_source("pydoc").calib_text, VOCAB)
+    tok = word_tokenizer(load_source("pydoc").calib_text, VOCAB)
     root = tmp_path_factory.mktemp("moe")
     out = {}
     for name, (model_type, original) in MOE_LAYOUTS.items():
@@ -367,7 +367,7 @@ def _rename(name: str) -> str:
 
 def test_spec_file_architecture_streams_to_the_in_memory_checkpoint(tmp_path: Path, capsys) -> None:
     """--spec with --stream: a model_type the registry lacks (SmolLM3, LLaMA-shaped), quantized from a spec file."""
-    from awq_ext.bench.stream_memory import _word_tokenizer
+    from awq_ext.bench.stream_memory import word_tokenizer
     from awq_ext.cli import main
     from awq_ext.models import SPECS
     from tests.models.test_spec_file import LLAMA_SPEC
@@ -376,7 +376,7 @@ def test_spec_file_architecture_streams_to_the_in_memory_checkpoint(tmp_path: Pa
     assert "smollm3" not in SPECS
     src = tmp_path / "smollm3"
     tiny_model("smollm3").save_pretrained(src, max_shard_size="100KB")
-    _word_tokenizer(load_source("pydoc").calib_text, VOCAB).save_pretrained(str(src))
+    word_tokenizer(load_source("pydoc").calib_text, VOCAB).save_pretrained(str(src))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({**LLAMA_SPEC, "name": "smollm3", "model_types": ["smollm3"]}))
     small = ["--n-samples", "2", "--seqlen", "32", "--max-windows", "2", "--eval-seqlen", "64", "--no-progress",
