@@ -8,7 +8,7 @@
 // cp.async.wait_group (LATE: catches reads of a stage before its wait), shared and output memory start
 // poisoned with 0xFF (NaN in fp16/bf16/fp32), and every buffer ends at a PROT_NONE guard page so a read
 // or write one byte past its end faults. ldmatrix/mma follow the PTX ISA fragment layouts
-// (written independently of the kernels). CTAs run in a shuffled order, either one at a time or concurrently
+// (written independently of the kernels); so does the sm_90 warpgroup MMA (wgmma, asynchronous: see its section). CTAs run in a shuffled order, either one at a time or concurrently
 // on `host threads` OS threads (each runs one CTA at a time; shared memory is thread_local), with the
 // cross-CTA operations mapped to C++ memory-order operations: atomicAdd/atomicExch are relaxed atomic RMWs
 // (__atomic builtins, as CUDA's are relaxed), __threadfence is a sequentially consistent fence. Under
@@ -494,23 +494,27 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 //   (64 16-bit K values), 1024 bytes; unit j of row r lies at unit j ^ r of that row. Successive 8-row atoms along N
 //   are the stride byte offset apart. As the swizzle is a function of the address bits (bits 4-6 ^= bits 7-9 within
 //   a 1024-aligned pattern), a k16 slice further along K is addressed by advancing the start address by 32 bytes
-//   inside row 0 of the atom; the leading byte offset is not used (the k16 slice never leaves the 128-byte row).
+//   inside row 0 of the atom; the leading byte offset is not used (the k16 slice never leaves the 128-byte row;
+//   the tcgen05 twin of this table, 9.7.16.3.1.1, says so explicitly: "K-Major, swizzled layouts: not used,
+//   assumed to be 1"), so its value is not checked.
 // Emulation contract (what fails loudly): swizzle mode other than 128B, a non-zero base offset, reserved bits set,
 // a stride byte offset that is not a multiple of 1024, a start address outside row 0 of a 1024-aligned atom or
 // whose 32-byte k slice crosses the row, reads outside the dynamic shared memory, a descriptor that differs
 // between the threads. Shared dynamic memory offset 0 is taken to be 1024-byte aligned.
 //
-// Asynchrony (9.7.15.6 wgmma.fence / 9.7.15.7 commit_group / wait_group): at issue the A registers and descriptor
+// Asynchrony (9.7.15.7 "Asynchronous wgmma Proxy Operations": wgmma.fence, commit_group, wait_group): at issue the A registers and descriptor
 // are snapshotted and the accumulator registers are poisoned (0xFF..: NaN) - reading or writing them before the
 // wgmma.wait_group that retires the op is undefined in PTX; a write is reported at retirement. Shared memory is
 // read, and D += A x B computed (in double from the exact operands, rounded to float once per wgmma), only when
 // wgmma.wait_group N retires the op's group, so a tile overwritten before the wait gives wrong results. Ops
 // chained on the same accumulator (no wait in between) take their predecessor's result.
-// Proxy rule (9.7.15 "async proxy" / fence.proxy.async, 9.7.13.4): shared bytes written by cp.async (generic proxy)
+// Proxy rule (9.7.15.4 "Async Proxy": wgmma runs in the async proxy, ordered after generic-proxy writes only by
+// fence.proxy.async; its completion implies the fence back to the generic proxy): shared bytes written by cp.async (generic proxy)
 // may be read by wgmma (async proxy) only after the writing thread executed fence.proxy.async after waiting for
 // that copy (and, for other threads' wgmmas, a barrier: the shuffled fiber order exposes a missing one). Plain C++
-// stores to shared memory are not tracked. wgmma.fence: only "every thread executed one before its first wgmma in
-// the CTA" is checked, not the rule that it must separate register accesses from later wgmmas. Rewriting the A
+// stores to shared memory are not tracked. wgmma.fence (9.7.15.7.1): only "every thread executed one before its
+// first wgmma in the CTA" is checked, not the rule that one must separate other register accesses of the A or
+// accumulator registers from a later wgmma (accumulator chains of the same shape need none). Rewriting the A
 // source registers while the op is in flight is not detected (the op uses its issue-time snapshot).
 constexpr int kWgF16 = 16, kWgBf16 = 17, kWgCommit = 18, kWgWait = 32;  // kWgWait + N
 

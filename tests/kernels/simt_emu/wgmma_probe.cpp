@@ -11,11 +11,12 @@
 #include "ptx.cuh"
 
 enum Variant { kOk, kReadEarly, kOverwrite, kNoProxyFence, kNoWgmmaFence, kDivergent, kExited, kSwizzle64, kRow1Start,
-               kNoCpWait, kChainWaits };
+               kNoCpWait, kChainWaits, kBase1024, kBase512, kWriteD };
 
 template <typename T>
 void probe_kernel(const uint16_t* a_g, const uint16_t* w_g, float* d_g, int variant) {
-  unsigned char* smem = emu::g_cta->dyn;
+  // The tile at dynamic shared offset 0, or 1024 / 512 (a swizzle pattern that does not start on 1024 bytes).
+  unsigned char* smem = emu::g_cta->dyn + (variant == kBase1024 ? 1024 : variant == kBase512 ? 512 : 0);
   const int t = static_cast<int>(threadIdx.x), warp = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
   for (int c = t; c < 64 * 8; c += 128) {  // 16-byte unit j of row n
     const int n = c / 8, j = c % 8;
@@ -46,6 +47,7 @@ void probe_kernel(const uint16_t* a_g, const uint16_t* w_g, float* d_g, int vari
     }
   }
   if (variant != kChainWaits) awq::wgmma_commit();
+  if (variant == kWriteD) d[5] = 1.0f;
   float early[32];
   for (int i = 0; i < 32; ++i) early[i] = d[i];
   if (variant == kOverwrite) {  // zero the tile, properly waited and fenced, while the wgmmas are in flight
@@ -81,9 +83,9 @@ int main(int argc, char** argv) {
   std::snprintf(emu::g_where, sizeof(emu::g_where), "wgmma_probe variant %d", variant);
   const dim3 grid(1), block(128);
   if (dtype == 0)
-    emu::launch(probe_kernel<__half>, grid, block, 8192 + 1024, nullptr, a, w, d, variant);
+    emu::launch(probe_kernel<__half>, grid, block, 8192 + 2048, nullptr, a, w, d, variant);
   else
-    emu::launch(probe_kernel<__nv_bfloat16>, grid, block, 8192 + 1024, nullptr, a, w, d, variant);
+    emu::launch(probe_kernel<__nv_bfloat16>, grid, block, 8192 + 2048, nullptr, a, w, d, variant);
   std::ofstream(dir + "/d.bin", std::ios::binary).write(reinterpret_cast<const char*>(d), 64 * 64 * 4);
   return 0;
 }
