@@ -1,4 +1,4 @@
-"""The SIMT emulator's wgmma (sm_90 warpgroup MMA) emulation, on a probe kernel (tests/kernels/simt_emu/wgmma_probe.cpp).
+"""The SIMT emulator's wgmma (sm_90 warpgroup MMA), on a probe kernel (tests/kernels/simt_emu/wgmma_probe.cpp).
 
 One warpgroup computes D[64 x 64] = A x W^T in four k16 wgmma.mma_async steps, A from registers in the PTX
 m64nNk16 fragment layout, B from shared memory through 128B-swizzle K-major descriptors, with fence / commit /
@@ -62,8 +62,8 @@ def _inputs(dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A (m, k) and W (n, k), 64 x 64: integers in [-8, 8] times 2^-2..2^0 (exact in both dtypes and every fp32 sum)."""
     gen = torch.Generator().manual_seed(seed)
     def one() -> torch.Tensor:
-        v = torch.randint(-8, 9, (64, 64), generator=gen).double() * 2.0 ** -torch.randint(0, 3, (64, 64), generator=gen)
-        return v.to(dtype)
+        ints = torch.randint(-8, 9, (64, 64), generator=gen).double()
+        return (ints * 2.0 ** -torch.randint(0, 3, (64, 64), generator=gen)).to(dtype)
     return one(), one()
 
 
@@ -115,4 +115,5 @@ def test_using_results_or_tile_before_the_wait_goes_wrong(probe, tmp_path, varia
 ])
 def test_wgmma_misuse_is_reported(probe, tmp_path, variant, message):
     r, _, _ = _run(probe, tmp_path, torch.bfloat16, variant)
-    assert r.returncode == 3 and "EMU ERROR" in r.stderr and message in r.stderr, f"rc {r.returncode}\n{r.stderr[-2000:]}"
+    assert r.returncode == 3 and "EMU ERROR" in r.stderr and message in r.stderr, \
+        f"rc {r.returncode}\n{r.stderr[-2000:]}"

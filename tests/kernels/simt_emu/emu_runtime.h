@@ -8,10 +8,11 @@
 // cp.async.wait_group (LATE: catches reads of a stage before its wait), shared and output memory start
 // poisoned with 0xFF (NaN in fp16/bf16/fp32), and every buffer ends at a PROT_NONE guard page so a read
 // or write one byte past its end faults. ldmatrix/mma follow the PTX ISA fragment layouts
-// (written independently of the kernels); so does the sm_90 warpgroup MMA (wgmma, asynchronous: see its section). CTAs run in a shuffled order, either one at a time or concurrently
-// on `host threads` OS threads (each runs one CTA at a time; shared memory is thread_local), with the
-// cross-CTA operations mapped to C++ memory-order operations: atomicAdd/atomicExch are relaxed atomic RMWs
-// (__atomic builtins, as CUDA's are relaxed), __threadfence is a sequentially consistent fence. Under
+// (written independently of the kernels); so does the sm_90 warpgroup MMA (wgmma, asynchronous: see its
+// section). CTAs run in a shuffled order, either one at a time or concurrently on `host threads` OS threads
+// (each runs one CTA at a time; shared memory is thread_local), with the cross-CTA operations mapped to C++
+// memory-order operations: atomicAdd/atomicExch are relaxed atomic RMWs (__atomic builtins, as CUDA's are
+// relaxed), __threadfence is a sequentially consistent fence. Under
 // ThreadSanitizer (g++ -fsanitize=thread) fibers are announced with the TSan fiber API and each fence is also
 // a release + acquire on one global sync object: PTX fence.sc (what __threadfence compiles to) synchronizes
 // with every later fence.sc in the SC order, and TSan does not model standalone C++ fences itself. So a split-K
@@ -502,20 +503,22 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 // whose 32-byte k slice crosses the row, reads outside the dynamic shared memory, a descriptor that differs
 // between the threads. Shared dynamic memory offset 0 is taken to be 1024-byte aligned.
 //
-// Asynchrony (9.7.15.7 "Asynchronous wgmma Proxy Operations": wgmma.fence, commit_group, wait_group): at issue the A registers and descriptor
-// are snapshotted and the accumulator registers are poisoned (0xFF..: NaN) - reading or writing them before the
-// wgmma.wait_group that retires the op is undefined in PTX; a write is reported at retirement. Shared memory is
-// read, and D += A x B computed (in double from the exact operands, rounded to float once per wgmma), only when
-// wgmma.wait_group N retires the op's group, so a tile overwritten before the wait gives wrong results. Ops
-// chained on the same accumulator (no wait in between) take their predecessor's result.
+// Asynchrony (9.7.15.7 "Asynchronous wgmma Proxy Operations": wgmma.fence, commit_group, wait_group): at issue
+// the A registers and descriptor are snapshotted and the accumulator registers are poisoned (0xFF..: NaN) -
+// reading or writing them before the wgmma.wait_group that retires the op is undefined in PTX; a write is
+// reported at retirement. Shared memory is read, and D += A x B computed (in double from the exact operands,
+// rounded to float once per wgmma), only when wgmma.wait_group N retires the op's group, so a tile overwritten
+// before the wait gives wrong results. Ops chained on the same accumulator (no wait in between) take their
+// predecessor's result.
 // Proxy rule (9.7.15.4 "Async Proxy": wgmma runs in the async proxy, ordered after generic-proxy writes only by
-// fence.proxy.async; its completion implies the fence back to the generic proxy): shared bytes written by cp.async (generic proxy)
-// may be read by wgmma (async proxy) only after the writing thread executed fence.proxy.async after waiting for
-// that copy (and, for other threads' wgmmas, a barrier: the shuffled fiber order exposes a missing one). Plain C++
-// stores to shared memory are not tracked. wgmma.fence (9.7.15.7.1): only "every thread executed one before its
-// first wgmma in the CTA" is checked, not the rule that one must separate other register accesses of the A or
-// accumulator registers from a later wgmma (accumulator chains of the same shape need none). Rewriting the A
-// source registers while the op is in flight is not detected (the op uses its issue-time snapshot).
+// fence.proxy.async; its completion implies the fence back to the generic proxy): shared bytes written by
+// cp.async (generic proxy) may be read by wgmma only after the writing thread executed fence.proxy.async after
+// waiting for that copy (and, for other threads' wgmmas, a barrier: the shuffled fiber order exposes a missing
+// one). Checked at issue and again at retirement. Plain C++ stores to shared memory are not tracked.
+// wgmma.fence (9.7.15.7.1): only "every thread executed one before its first wgmma in the CTA" is checked, not the
+// rule that one must separate other accesses of the A or accumulator registers from a later wgmma (accumulator
+// chains of the same shape need none). Rewriting the A source registers while the op is in flight is not
+// detected (the op uses its issue-time snapshot).
 constexpr int kWgF16 = 16, kWgBf16 = 17, kWgCommit = 18, kWgWait = 32;  // kWgWait + N
 
 inline bool is_wg_leader() { return g_cta->cur % 128 == 0; }
@@ -523,7 +526,8 @@ inline bool is_wg_leader() { return g_cta->cur % 128 == 0; }
 inline void wg_enter(int kind, const char* op) {
   const int t = g_cta->cur, g = t / 128;
   Barrier& b = g_cta->wg_bar[g];
-  if (b.expected != 128) fail("%s: warpgroup collective with exited threads (%d of 128 of warpgroup %d live)", op, b.expected, g);
+  if (b.expected != 128)
+    fail("%s: warpgroup collective with exited threads (%d of 128 of warpgroup %d live)", op, b.expected, g);
   g_cta->slots[t].kind = kind;
   arrive(b);
   if (b.expected != 128) fail("%s: a thread of warpgroup %d exited instead of joining the collective", op, g);
@@ -551,7 +555,8 @@ inline WgmmaB wgmma_decode(uint64_t desc, const char* op) {
     fail("%s: stride byte offset %u is not a multiple of the 1024-byte 128B-swizzle atom", op, sbo);
   if (start % 1024 >= 128)
     fail("%s: start address %u is not in row 0 of a 1024-byte-aligned swizzle atom (base offset 0)", op, start);
-  if (start % 128 + 32 > 128) fail("%s: start address %u: the k16 slice (32 bytes) crosses the 128-byte row", op, start);
+  if (start % 128 + 32 > 128)
+    fail("%s: start address %u: the k16 slice (32 bytes) crosses the 128-byte row", op, start);
   return {start, sbo};
 }
 
@@ -632,7 +637,8 @@ inline void wgmma_retire(WgmmaOp& o, Warpgroup& wg) {
     const int w = l / 32, gq = (l % 32) / 4, q = l % 4;
     for (int reg = 0; reg < 4; ++reg)
       for (int h = 0; h < 2; ++h)
-        A[16 * w + gq + 8 * (reg & 1)][2 * q + h + 8 * (reg >> 1)] = val(static_cast<uint16_t>(o.a[l][reg] >> (16 * h)));
+        A[16 * w + gq + 8 * (reg & 1)][2 * q + h + 8 * (reg >> 1)] =
+            val(static_cast<uint16_t>(o.a[l][reg] >> (16 * h)));
   }
   for (int n = 0; n < 64; ++n)
     for (int k = 0; k < 16; ++k) {
