@@ -9,7 +9,8 @@ tile while the wgmma is in flight (wrong results), and (EMU ERROR) a missing fen
 divergent or partly exited warpgroup, an unsupported swizzle mode, a start address outside a swizzle atom's row 0
 (also a tile on a 512-byte boundary), a wgmma issued before its cp.async was waited for, an accumulator written
 while in flight. "chain_waits" keeps one group in flight across waits (wgmma.wait_group 1), "base1024" puts the
-tile at a non-zero 1024-aligned offset. Skips when g++ or the CUDA headers are missing.
+tile at a non-zero 1024-aligned offset, "plain_store" writes the tile with plain stores (then fenced; without the
+fence it must be reported). Skips when g++ or the CUDA headers are missing.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 EMU = Path(__file__).resolve().parent / "simt_emu"
 VARIANTS = {"ok": 0, "read_early": 1, "overwrite": 2, "no_proxy_fence": 3, "no_wgmma_fence": 4, "divergent": 5,
             "exited": 6, "swizzle64": 7, "row1_start": 8, "no_cp_wait": 9, "chain_waits": 10, "base1024": 11,
-            "base512": 12, "write_d": 13}
+            "base512": 12, "write_d": 13, "plain_store": 14, "plain_no_fence": 15}
 DTYPES = {torch.float16: 0, torch.bfloat16: 1}
 
 
@@ -81,7 +82,7 @@ def _run(probe: Path, tmp: Path, dtype: torch.dtype, variant: str, *, late: bool
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("late", [True, False], ids=["late", "early"])
-@pytest.mark.parametrize("variant", ["ok", "chain_waits", "base1024"])
+@pytest.mark.parametrize("variant", ["ok", "chain_waits", "base1024", "plain_store"])
 def test_wgmma_matches_reference(probe, tmp_path, dtype, late, variant):
     r, got, ref = _run(probe, tmp_path, dtype, variant, late=late, seed=3 + int(late))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -112,6 +113,7 @@ def test_using_results_or_tile_before_the_wait_goes_wrong(probe, tmp_path, varia
     ("no_cp_wait", "cp.async has not been waited for"),
     ("base512", "not in row 0 of a 1024-byte-aligned swizzle atom"),
     ("write_d", "wrote accumulator register d5 while its wgmma was in flight"),
+    ("plain_no_fence", "stored to by the generic proxy after the last fence.proxy.async"),
 ])
 def test_wgmma_misuse_is_reported(probe, tmp_path, variant, message):
     r, _, _ = _run(probe, tmp_path, torch.bfloat16, variant)

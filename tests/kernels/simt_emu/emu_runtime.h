@@ -188,6 +188,7 @@ struct Cta {
   std::vector<int> pending;  // per dynamic smem byte: cp.async copies in flight to it
   std::vector<int> unfenced;  // per dynamic smem byte: 1 + the thread whose cp.async wrote it and has not fenced
                               // (fence.proxy.async) since; 0 when the async proxy may read it
+  std::vector<unsigned char> async_view;  // dynamic shared memory as of the last fence.proxy.async by any thread
   std::function<void()> body;
 };
 
@@ -287,6 +288,7 @@ inline void run_cta(int nthreads, size_t dyn_bytes, unsigned char* dyn, const st
   std::memset(dyn, 0xFF, dyn_bytes ? dyn_bytes : 16);
   cta->pending.assign(dyn_bytes ? dyn_bytes : 16, 0);
   cta->unfenced.assign(dyn_bytes ? dyn_bytes : 16, 0);
+  cta->async_view.assign(dyn, dyn + (dyn_bytes ? dyn_bytes : 16));
   cta->bar.expected = nthreads;
   for (int w = 0; w < (nthreads + 31) / 32; ++w) cta->warp_bar[w].expected = std::min(32, nthreads - 32 * w);
   for (int g = 0; g < (nthreads + 127) / 128; ++g) cta->wg_bar[g].expected = std::min(128, nthreads - 128 * g);
@@ -514,7 +516,9 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 // fence.proxy.async; its completion implies the fence back to the generic proxy): shared bytes written by
 // cp.async (generic proxy) may be read by wgmma only after the writing thread executed fence.proxy.async after
 // waiting for that copy (and, for other threads' wgmmas, a barrier: the shuffled fiber order exposes a missing
-// one). Checked at issue and again at retirement. Plain C++ stores to shared memory are not tracked.
+// one). Checked at issue and again at retirement. Plain C++ stores to shared memory cannot be attributed to a
+// thread: for them only "some thread executed fence.proxy.async after the store" is checked (a wgmma that reads a
+// byte differing from the memory as of the last fence by any thread fails).
 // wgmma.fence (9.7.15.7.1): only "every thread executed one before its first wgmma in the CTA" is checked, not the
 // rule that one must separate other accesses of the A or accumulator registers from a later wgmma (accumulator
 // chains of the same shape need none). Rewriting the A source registers while the op is in flight is not
@@ -582,6 +586,9 @@ inline void wgmma_check_b(const WgmmaB& b, const char* op) {
           fail("%s reads shared offset %zu written by thread %d's cp.async without that thread's fence.proxy.async "
                "after the wait (missing fence, or the tile was rewritten while the wgmma was in flight)",
                op, i, g_cta->unfenced[i] - 1);
+        if (g_cta->dyn[i] != g_cta->async_view[i])
+          fail("%s reads shared offset %zu, stored to by the generic proxy after the last fence.proxy.async of any "
+               "thread (missing fence, or the tile was rewritten while the wgmma was in flight)", op, i);
       }
     }
 }
@@ -700,13 +707,14 @@ inline void wgmma_wait(int n) {
 }
 
 // fence.proxy.async.shared::cta: this thread's cp.async writes that it has waited for become visible to the async
-// proxy (bytes rewritten since by another thread keep that thread's mark).
+// proxy (bytes rewritten since by another thread keep that thread's mark); plain stores by anyone so far too.
 inline void fence_proxy_async() {
   Fiber& f = self();
   for (size_t off : f.px_waited)
     for (size_t i = off; i < off + 16; ++i)
       if (g_cta->unfenced[i] == g_cta->cur + 1) g_cta->unfenced[i] = 0;
   f.px_waited.clear();
+  std::memcpy(g_cta->async_view.data(), g_cta->dyn, g_cta->async_view.size());
 }
 
 // ---- launch -----------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 #include "ptx.cuh"
 
 enum Variant { kOk, kReadEarly, kOverwrite, kNoProxyFence, kNoWgmmaFence, kDivergent, kExited, kSwizzle64, kRow1Start,
-               kNoCpWait, kChainWaits, kBase1024, kBase512, kWriteD };
+               kNoCpWait, kChainWaits, kBase1024, kBase512, kWriteD, kPlainStore, kPlainNoFence };
 
 template <typename T>
 void probe_kernel(const uint16_t* a_g, const uint16_t* w_g, float* d_g, int variant) {
@@ -20,11 +20,15 @@ void probe_kernel(const uint16_t* a_g, const uint16_t* w_g, float* d_g, int vari
   const int t = static_cast<int>(threadIdx.x), warp = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
   for (int c = t; c < 64 * 8; c += 128) {  // 16-byte unit j of row n
     const int n = c / 8, j = c % 8;
-    awq::cp_async16(awq::smem_u32(smem + n * 128 + ((j ^ (n % 8)) * 16)), w_g + n * 64 + j * 8, true);
+    unsigned char* dst = smem + n * 128 + ((j ^ (n % 8)) * 16);
+    if (variant == kPlainStore || variant == kPlainNoFence)
+      std::memcpy(dst, w_g + n * 64 + j * 8, 16);  // st.shared: a generic-proxy write
+    else
+      awq::cp_async16(awq::smem_u32(dst), w_g + n * 64 + j * 8, true);
   }
   awq::cp_async_commit();
   if (variant != kNoCpWait) awq::cp_async_wait<0>();
-  if (variant != kNoProxyFence) awq::fence_proxy_async_shared();
+  if (variant != kNoProxyFence && variant != kPlainNoFence) awq::fence_proxy_async_shared();
   __syncthreads();
   if (variant == kExited && warp == 3) return;
   if (variant != kNoWgmmaFence) awq::wgmma_fence();
