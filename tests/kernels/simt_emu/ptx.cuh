@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <cstring>
 
+// The emulated wgmma ops below stand for the sm_90a build (csrc/ptx.cuh defines this per target).
+#define AWQ_WGMMA 1
+
 namespace awq {
 
 // A 32-bit shared address is the offset into the CTA's dynamic shared memory (the only shared memory the kernels
