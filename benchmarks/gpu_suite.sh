@@ -25,7 +25,7 @@ if [ "${1:-}" = "--prebuild" ]; then
     echo "error: w4a16_check still links libcudart dynamically" >&2
     exit 1
   fi
-  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90, cudart static); carry build/gpu_suite/w4a16_check to the device"
+  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90a, cudart static); carry build/gpu_suite/w4a16_check to the device"
   exit 0
 fi
 
