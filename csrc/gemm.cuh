@@ -263,40 +263,40 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
         for (int j = 0; j < NT16; ++j) wgmma_m64n64k16_rs<T>(wacc[j], af[j], desc);
         wgmma_commit();
       } else {
-      uint32_t a[MT][4];
+        uint32_t a[MT][4];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
+        for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
 #pragma unroll
-      for (int j = 0; j < NT16; ++j) {
-        PairParams prm;
-        if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
-          const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
-          const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
-          const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
-          const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
-          // column pairs past n_pad (only in the last CTA column) read pair 0 instead: never stored
-          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
-          const int pair = col < p.n_pad ? col / 2 : 0;
-          const unsigned int* sp = reinterpret_cast<const unsigned int*>(scales) + pair;
-          const unsigned int* zp = reinterpret_cast<const unsigned int*>(zeros) + pair;
-          uint32_t sv[4], zv[4];
+        for (int j = 0; j < NT16; ++j) {
+          PairParams prm;
+          if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
+            const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
+            const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
+            const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
+            const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
+            // column pairs past n_pad (only in the last CTA column) read pair 0 instead: never stored
+            const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
+            const int pair = col < p.n_pad ? col / 2 : 0;
+            const unsigned int* sp = reinterpret_cast<const unsigned int*>(scales) + pair;
+            const unsigned int* zp = reinterpret_cast<const unsigned int*>(zeros) + pair;
+            uint32_t sv[4], zv[4];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
-            zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
+            for (int r = 0; r < 4; ++r) {
+              sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
+              zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
+            }
+            prm = make_params_rows<T>(sv, zv);
+          } else {
+            prm = expand(grp[j]);
           }
-          prm = make_params_rows<T>(sv, zv);
-        } else {
-          prm = expand(grp[j]);
-        }
-        uint32_t b[4];
-        Dequant<T>::run(bw[j][kk], prm, b, magic);
+          uint32_t b[4];
+          Dequant<T>::run(bw[j][kk], prm, b, magic);
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi) {
-          mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
-          mma_m16n8k16<T>(acc[mi][2 * j + 1], a[mi], b[2], b[3]);
+          for (int mi = 0; mi < MT; ++mi) {
+            mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
+            mma_m16n8k16<T>(acc[mi][2 * j + 1], a[mi], b[2], b[3]);
+          }
         }
-      }
       }  // mma.sync
     }
   };
@@ -369,44 +369,44 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
         C[static_cast<size_t>(row) * p.n + col] = Pack2<T>::one(sum);
       }
   } else {
-  // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
+    // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
 #pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
+    for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-    for (int nj = 0; nj < 2 * NT16; ++nj)
+      for (int nj = 0; nj < 2 * NT16; ++nj)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
-        const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
-        if (row >= p.m || col >= p.n) continue;
-        const float v0 = acc[mi][nj][2 * h], v1 = acc[mi][nj][2 * h + 1];
-        if (!split) {
-          *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(v0, v1);
-        } else {
-          float2* dst = reinterpret_cast<float2*>(p.partials + (static_cast<size_t>(blockIdx.z) * p.m + row) * p.n + col);
-          *dst = make_float2(v0, v1);
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
+          const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+          if (row >= p.m || col >= p.n) continue;
+          const float v0 = acc[mi][nj][2 * h], v1 = acc[mi][nj][2 * h + 1];
+          if (!split) {
+            *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(v0, v1);
+          } else {
+            float2* dst = reinterpret_cast<float2*>(p.partials + (static_cast<size_t>(blockIdx.z) * p.m + row) * p.n + col);
+            *dst = make_float2(v0, v1);
+          }
         }
-      }
-  if (!split) return;
-  if (!splitk_arrive(p.counters + blockIdx.y * gridDim.x + blockIdx.x, p.splits)) return;
+    if (!split) return;
+    if (!splitk_arrive(p.counters + blockIdx.y * gridDim.x + blockIdx.x, p.splits)) return;
 #pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
+    for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-    for (int nj = 0; nj < 2 * NT16; ++nj)
+      for (int nj = 0; nj < 2 * NT16; ++nj)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
-        const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
-        if (row >= p.m || col >= p.n) continue;
-        float2 sum = make_float2(0.f, 0.f);
-        for (int s = 0; s < p.splits; ++s) {
-          const float2 v = __ldcg(reinterpret_cast<const float2*>(
-              p.partials + (static_cast<size_t>(s) * p.m + row) * p.n + col));
-          sum.x += v.x;
-          sum.y += v.y;
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
+          const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+          if (row >= p.m || col >= p.n) continue;
+          float2 sum = make_float2(0.f, 0.f);
+          for (int s = 0; s < p.splits; ++s) {
+            const float2 v = __ldcg(reinterpret_cast<const float2*>(
+                p.partials + (static_cast<size_t>(s) * p.m + row) * p.n + col));
+            sum.x += v.x;
+            sum.y += v.y;
+          }
+          *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(sum.x, sum.y);
         }
-        *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(sum.x, sum.y);
-      }
   }  // mma.sync epilogue
 }
 
