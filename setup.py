@@ -7,7 +7,7 @@ while building, so disable build isolation::
 
     AWQ_EXT_BUILD_CUDA=1 pip install --no-build-isolation -e .
 
-Without a visible GPU the build targets sm_80 and sm_90 (``TORCH_CUDA_ARCH_LIST`` overrides).
+Without a visible GPU the build targets sm_80 and sm_90a (``TORCH_CUDA_ARCH_LIST`` overrides).
 """
 import os
 import sys
@@ -26,10 +26,7 @@ def _cuda_build() -> dict:
 
     kernels.prepare_toolkit()
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        import torch
-
-        if not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = kernels.DEFAULT_ARCH_LIST
+        os.environ["TORCH_CUDA_ARCH_LIST"] = kernels.default_arch_list()
     ext = CUDAExtension(
         name="awq_ext._C",
         sources=[os.path.relpath(kernels.CSRC_DIR / s, here) for s in kernels.SOURCES],

@@ -58,8 +58,8 @@ CORRECTNESS_SHAPES = (("odd.136x384", 136, 384), ("odd.296x640", 296, 640), ("od
 CORRECTNESS_M = (1, 2, 3, 5, 8, 15, 16, 17, 31, 64, 127, 256)
 TIMING_SHAPES = (("llama7b.down", 4096, 11008), ("llama7b.up", 11008, 4096), ("llama7b.qkv", 4096, 4096))
 TIMING_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
-TIMING_METHODS = ("cublas_fp16", "awq_gemv", "awq_gemm", "awq_dequant_cublas", "awq_dispatch", "gptq_r_gemv",
-                  "gptq_r_gemm", "torch_int4pack")
+TIMING_METHODS = ("cublas_fp16", "awq_gemv", "awq_gemm", "awq_gemm_wgmma", "awq_dequant_cublas", "awq_dispatch",
+                  "gptq_r_gemv", "gptq_r_gemm", "torch_int4pack")
 
 
 def correctness_cases() -> list[dict]:
@@ -71,8 +71,8 @@ def correctness_cases() -> list[dict]:
                     continue
                 for variant in ("awq", "gptq_r"):
                     for m in CORRECTNESS_M:
-                        for path in ("gemv", "gemm", "dequant_cublas"):
-                            if path == "gemv" and m > 8:
+                        for path in ("gemv", "gemm", "gemm_wgmma", "dequant_cublas"):
+                            if (path == "gemv" and m > 8) or (path == "gemm_wgmma" and variant != "awq"):
                                 continue
                             cases.append({"id": f"{name}/{dtype}/g{g}/{variant}/m{m}/{path}", "shape": name, "n": n,
                                           "k": k, "dtype": dtype, "g": g, "variant": variant, "m": m, "path": path})
@@ -84,8 +84,8 @@ def timing_cases() -> list[dict]:
     for name, n, k in TIMING_SHAPES:
         for m in TIMING_M:
             for meth in TIMING_METHODS:
-                if meth.endswith("gemv") and m > 8:
-                    continue
+                if (meth.endswith("gemv") and m > 8) or (meth == "awq_gemm_wgmma" and m < 32):
+                    continue  # the wgmma variant is built for M 33-64 (the step's 100 s hold the rest)
                 cases.append({"id": f"{name}/m{m}/{meth}", "kind": "time", "shape": name, "n": n, "k": k, "m": m,
                               "method": meth})
     return cases

@@ -18,14 +18,14 @@ if [ "${1:-}" = "--prebuild" ]; then
   # CMakeLists.txt links CUDA::cudart; pointing that target at the static archive makes the binary
   # independent of the device machine's libcudart (it still needs the driver's libcuda, loaded at run time)
   nice -n 10 cmake -S "$ROOT" -B "$ROOT/build/gpu_suite" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
+    -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
     -DCUDA_cudart_LIBRARY="$CUDA_ROOT/lib64/libcudart_static.a"
   nice -n 10 cmake --build "$ROOT/build/gpu_suite" --target w4a16_check -j "$(nproc)"
   if ldd "$ROOT/build/gpu_suite/w4a16_check" | grep -q libcudart; then
     echo "error: w4a16_check still links libcudart dynamically" >&2
     exit 1
   fi
-  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90, cudart static); carry build/gpu_suite/w4a16_check to the device"
+  echo "built $ROOT/build/gpu_suite/w4a16_check (sm_90a, cudart static); carry build/gpu_suite/w4a16_check to the device"
   exit 0
 fi
 

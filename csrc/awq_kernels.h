@@ -21,6 +21,7 @@ enum Status : int {
   kErrWorkspace = 5,     // split-K needs partials/counters that were not given
   kErrCuda = 6,          // a CUDA call or launch failed; see last_cuda_error()
   kErrUnsupportedM = 7,  // the GEMV path was asked for m > kGemvMaxM
+  kErrNoWgmma = 8,       // the wgmma path was asked for where the device or the build lacks it
 };
 
 enum DType : int { kF16 = 0, kBF16 = 1 };
@@ -48,6 +49,7 @@ struct W4Args {
 struct Device {
   int sms;          // cudaDevAttrMultiProcessorCount
   int smem_per_sm;  // cudaDevAttrMaxSharedMemoryPerMultiprocessor (bytes blocks can use)
+  int wgmma;        // wgmma_available(): this build can run the wgmma variant on it
 };
 
 // Split-K plan: how many K slices, the workspace they need, and how the grid lands on the device. With
@@ -64,9 +66,16 @@ struct Plan {
 
 // Tensor-core GEMM (any m >= 1; tuned for 9..crossover). g_idx != null selects the GPTQ-R variant (plan it
 // with gptq_r = true: its tiles hold g_idx instead of scale rows, so its residency can differ).
-Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, int split_request, bool gptq_r);
+// wgmma: plan for the sm_90a variant (w4a16_gemm_wgmma) instead of the mma.sync tile serving m.
+Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, int split_request, bool gptq_r,
+               bool wgmma = false);
 int w4a16_gemm(const W4Args& args, cudaStream_t stream);
 int w4a16_gemm_gptq_r(const W4Args& args, cudaStream_t stream);
+// The Hopper variant (AWQ layouts, any m; tuned for 33..64): wgmma with the dequantized weights as the register
+// operand. Only where wgmma_available(device) (an sm_90 GPU and an arch=compute_90a build; it runs a 1-thread
+// probe kernel and synchronizes `stream`: query it once per device, into Device::wgmma); elsewhere kErrNoWgmma.
+int wgmma_available(int device, cudaStream_t stream);
+int w4a16_gemm_wgmma(const W4Args& args, const Device& dev, cudaStream_t stream);
 
 // Bandwidth-bound GEMV for m <= kGemvMaxM. g_idx != null selects the GPTQ-R variant (plan with gptq_r = true:
 // it runs fewer CTAs per SM, which changes the split that fills the SMs).

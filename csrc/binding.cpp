@@ -1,4 +1,4 @@
-// The one torch binding of the W4A16 kernels: registers torch.ops.awq_ext.{w4a16_gemm, w4a16_gemv,
+// The one torch binding of the W4A16 kernels: registers torch.ops.awq_ext.{w4a16_gemm, w4a16_gemm_wgmma, w4a16_gemv,
 // w4_dequantize} with CUDA and Meta (shape-only, for torch.compile / fake tensors) implementations.
 // Every check happens here, before launch, with a message that names m, n, k and says how to fix it;
 // kernels run on the current stream; every launch's status is checked.
@@ -122,11 +122,28 @@ awq::Device device_limits(int device) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache->find(device);
   if (it != cache->end()) return it->second;
-  awq::Device d{0, 0};
+  awq::Device d{0, 0, 0};
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   (*cache)[device] = d;
   return d;
+}
+
+// Whether the wgmma variant runs on `device` with this build (awq::wgmma_available: a probe kernel and a stream
+// sync, once per device). Nothing can be synchronized inside a CUDA-graph capture: the first call must be eager.
+bool wgmma_support(int device, cudaStream_t stream, const Problem& pb) {
+  static std::mutex mu;
+  static auto* cache = new std::map<int, bool>();  // leaked on purpose: no teardown order issues
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(device);
+  if (it != cache->end()) return it->second;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  TORCH_CHECK(capture == cudaStreamCaptureStatusNone, pb.where(), ": the first wgmma call on a device probes it "
+              "(a stream sync); call the op once outside the CUDA-graph capture (graph warm-up does)");
+  const bool ok = awq::wgmma_available(device, stream) != 0;
+  (*cache)[device] = ok;
+  return ok;
 }
 
 // Split-K tile counters (int32, all zero between launches: the last CTA of each tile resets its counter, so a
@@ -159,13 +176,18 @@ int* counters_for(const at::Device& dev, cudaStream_t stream, int count) {
   return t.data_ptr<int>();
 }
 
-at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+enum class Path { kGemv, kGemm, kGemmWgmma };
+
+at::Tensor run_w4(const char* op, Path path, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
                   const at::Tensor& zeros, const std::optional<at::Tensor>& g_idx, int64_t n, int64_t k,
                   int64_t group_size, int64_t split_k) {
   const Problem pb{op, x.dim() == 2 ? x.size(0) : -1, n, k, group_size};
   check_x(x, pb);
   const awq::DType dt = to_dtype(x, pb);
   check_packed(qweight, scales, zeros, g_idx, x.scalar_type(), x.device(), pb);
+  const bool gemv = path == Path::kGemv, wgmma = path == Path::kGemmWgmma;
+  TORCH_CHECK(!wgmma || !g_idx.has_value(), pb.where(), ": the wgmma path takes AWQ layouts (no g_idx); call "
+              "w4a16_gemm for GPTQ-R");
   TORCH_CHECK(!gemv || pb.m <= awq::kGemvMaxM, pb.where(), ": the GEMV path takes m <= ", awq::kGemvMaxM,
               "; call w4a16_gemm (or awq_ext.kernels.ops.w4a16_linear, which dispatches by m)");
   TORCH_CHECK(split_k >= 0 && split_k <= awq::kMaxSplits, pb.where(), ": split_k must be 0 (auto) .. ",
@@ -176,10 +198,15 @@ at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tens
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   const int m32 = static_cast<int>(pb.m), n32 = static_cast<int>(n), k32 = static_cast<int>(k);
   const int n_pad = static_cast<int>(round_up(n, 16)), k_pad = static_cast<int>(round_up(k, 64));
-  const awq::Device dev = device_limits(x.device().index());
+  awq::Device dev = device_limits(x.device().index());
+  if (wgmma) {
+    dev.wgmma = wgmma_support(x.device().index(), stream, pb);
+    TORCH_CHECK(dev.wgmma, pb.where(), ": ", awq::status_string(awq::kErrNoWgmma),
+                "; use w4a16_gemm (mma.sync) here");
+  }
   const awq::Plan plan = gemv ? awq::plan_gemv(m32, n_pad, k_pad, dev, static_cast<int>(split_k), g_idx.has_value())
                               : awq::plan_gemm(m32, n_pad, k_pad, static_cast<int>(pb.group_size), dev,
-                                                               static_cast<int>(split_k), g_idx.has_value());
+                                               static_cast<int>(split_k), g_idx.has_value(), wgmma);
 
   at::Tensor out = at::empty({pb.m, n}, x.options());
   at::Tensor partials;
@@ -203,20 +230,27 @@ at::Tensor run_w4(const char* op, bool gemv, const at::Tensor& x, const at::Tens
     a.partials = partials.data_ptr<float>();
     a.counters = counters_for(x.device(), stream, plan.counters);
   }
-  const int rc = gemv ? awq::w4a16_gemv(a, stream)
-                      : (a.g_idx != nullptr ? awq::w4a16_gemm_gptq_r(a, stream) : awq::w4a16_gemm(a, stream));
+  const int rc = gemv    ? awq::w4a16_gemv(a, stream)
+                 : wgmma ? awq::w4a16_gemm_wgmma(a, dev, stream)
+                         : (a.g_idx != nullptr ? awq::w4a16_gemm_gptq_r(a, stream) : awq::w4a16_gemm(a, stream));
   check_status(rc, pb);
   return out;
 }
 
 at::Tensor w4a16_gemm(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales, const at::Tensor& zeros,
                       const std::optional<at::Tensor>& g_idx, int64_t n, int64_t k, int64_t group_size, int64_t split_k) {
-  return run_w4("w4a16_gemm", false, x, qweight, scales, zeros, g_idx, n, k, group_size, split_k);
+  return run_w4("w4a16_gemm", Path::kGemm, x, qweight, scales, zeros, g_idx, n, k, group_size, split_k);
+}
+
+at::Tensor w4a16_gemm_wgmma(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+                            const at::Tensor& zeros, const std::optional<at::Tensor>& g_idx, int64_t n, int64_t k,
+                            int64_t group_size, int64_t split_k) {
+  return run_w4("w4a16_gemm_wgmma", Path::kGemmWgmma, x, qweight, scales, zeros, g_idx, n, k, group_size, split_k);
 }
 
 at::Tensor w4a16_gemv(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales, const at::Tensor& zeros,
                       const std::optional<at::Tensor>& g_idx, int64_t n, int64_t k, int64_t group_size, int64_t split_k) {
-  return run_w4("w4a16_gemv", true, x, qweight, scales, zeros, g_idx, n, k, group_size, split_k);
+  return run_w4("w4a16_gemv", Path::kGemv, x, qweight, scales, zeros, g_idx, n, k, group_size, split_k);
 }
 
 at::Tensor w4_dequantize(const at::Tensor& qweight, const at::Tensor& scales, const at::Tensor& zeros,
@@ -256,18 +290,22 @@ TORCH_LIBRARY(awq_ext, m) {
         "int group_size, int split_k=0) -> Tensor");
   m.def("w4a16_gemv(Tensor x, Tensor qweight, Tensor scales, Tensor zeros, Tensor? g_idx, int n, int k, "
         "int group_size, int split_k=0) -> Tensor");
+  m.def("w4a16_gemm_wgmma(Tensor x, Tensor qweight, Tensor scales, Tensor zeros, Tensor? g_idx, int n, int k, "
+        "int group_size, int split_k=0) -> Tensor");
   m.def("w4_dequantize(Tensor qweight, Tensor scales, Tensor zeros, Tensor? g_idx, int n, int k, int group_size) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(awq_ext, CUDA, m) {
   m.impl("w4a16_gemm", &w4a16_gemm);
   m.impl("w4a16_gemv", &w4a16_gemv);
+  m.impl("w4a16_gemm_wgmma", &w4a16_gemm_wgmma);
   m.impl("w4_dequantize", &w4_dequantize);
 }
 
 TORCH_LIBRARY_IMPL(awq_ext, Meta, m) {
   m.impl("w4a16_gemm", &w4a16_meta);
   m.impl("w4a16_gemv", &w4a16_meta);
+  m.impl("w4a16_gemm_wgmma", &w4a16_meta);
   m.impl("w4_dequantize", &w4_dequantize_meta);
 }
 

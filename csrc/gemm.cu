@@ -4,10 +4,11 @@
 
 namespace awq {
 
-Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, int split_request, bool gptq_r) {
+Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, int split_request, bool gptq_r,
+               bool wgmma) {
   Plan plan{1, 0, 0, 0, 0.0, 0.0};
   if (m <= 0 || n_pad <= 0 || k_pad <= 0) return plan;
-  const GemmTileInfo t = gemm_tile_info(m, gptq_r);
+  const GemmTileInfo t = wgmma ? gemm_tile_info<TileM64W, false>() : gemm_tile_info(m, gptq_r);
   const int tiles = ((n_pad + t.bn - 1) / t.bn) * ((m + t.bm - 1) / t.bm);
   // The kernel cuts K in whole groups when a group spans several BK steps (gemm_split_share): plan in those units,
   // so the planned slices, their balance and "no empty slice" are the kernel's own.
@@ -30,6 +31,45 @@ static int dispatch_group(const W4Args& a, cudaStream_t stream) {
     case 128: return launch_gemm_m<T, 128, false>(a, stream);
     default: return kErrGroupSize;
   }
+}
+
+template <typename T>
+static int dispatch_group_wgmma(const W4Args& a, cudaStream_t stream) {
+  switch (a.group_size) {
+    case 32: return launch_gemm_tile<T, TileM64W, 32, false>(a, stream);
+    case 64: return launch_gemm_tile<T, TileM64W, 64, false>(a, stream);
+    case 128: return launch_gemm_tile<T, TileM64W, 128, false>(a, stream);
+    default: return kErrGroupSize;
+  }
+}
+
+// Whether this build holds the wgmma code for the device: the kernels are compiled per architecture, and only an
+// arch=compute_90a build (an sm_90 GPU) has it (ptx.cuh AWQ_WGMMA); elsewhere the wgmma launcher is refused.
+__global__ void wgmma_probe_kernel(int* out) { *out = AWQ_WGMMA; }
+
+int wgmma_available(int device, cudaStream_t stream) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess || major != 9 ||
+      minor != 0)
+    return 0;
+  int* flag = nullptr;
+  int host = 0;
+  if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) return 0;
+  wgmma_probe_kernel<<<1, 1, 0, stream>>>(flag);
+  const bool ok = cudaGetLastError() == cudaSuccess &&
+                  cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream) == cudaSuccess &&
+                  cudaStreamSynchronize(stream) == cudaSuccess;
+  cudaFree(flag);
+  return ok ? host : 0;
+}
+
+int w4a16_gemm_wgmma(const W4Args& a, const Device& dev, cudaStream_t stream) {
+  if (!dev.wgmma) return kErrNoWgmma;
+  if (a.g_idx != nullptr) return kErrShape;  // AWQ layouts only: GPTQ-R stays on the mma.sync kernel
+  const int rc = detail::check_args(a);
+  if (rc != kOk) return rc;
+  return a.dtype == kF16 ? dispatch_group_wgmma<__half>(a, stream) : dispatch_group_wgmma<__nv_bfloat16>(a, stream);
 }
 
 int w4a16_gemm(const W4Args& a, cudaStream_t stream) {

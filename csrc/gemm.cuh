@@ -36,6 +36,7 @@ struct Pack2<__half> {
     const __half2 h = __floats2half2_rn(a, b);
     return *reinterpret_cast<const uint32_t*>(&h);
   }
+  __device__ __forceinline__ static __half one(float a) { return __float2half_rn(a); }
 };
 template <>
 struct Pack2<__nv_bfloat16> {
@@ -43,6 +44,7 @@ struct Pack2<__nv_bfloat16> {
     const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
     return *reinterpret_cast<const uint32_t*>(&h);
   }
+  __device__ __forceinline__ static __nv_bfloat16 one(float a) { return __float2bfloat16_rn(a); }
 };
 
 // Shared-memory footprint of one pipeline stage.
@@ -54,7 +56,11 @@ struct StageLayout {
   static constexpr int kSBytes = GIDX ? 0 : 2 * kSlots * Tile::BN * 2;  // scales + zeros
   static constexpr int kIBytes = GIDX ? Tile::BK * 4 : 0;               // g_idx
   static constexpr int kStageBytes = kABytes + kBBytes + kSBytes + kIBytes;
-  static constexpr int kTotalBytes = kStageBytes * Tile::STAGES;
+  // WGMMA: the ring starts on a 1024-byte boundary (the descriptor's swizzle atoms), found at run time in a
+  // buffer 1 KB larger (dynamic shared memory is only 16-byte aligned after the kernel's static shared flag).
+  static constexpr int kAlignPad = Tile::WGMMA ? 1024 : 0;
+  static constexpr int kTotalBytes = kStageBytes * Tile::STAGES + kAlignPad;
+  static_assert(!Tile::WGMMA || (kABytes % 1024 == 0 && kStageBytes % 1024 == 0), "1024-aligned A tiles per stage");
   static_assert(kABytes % 16 == 0 && kBBytes % 16 == 0 && kSBytes % 16 == 0, "16-byte cp.async chunks");
 };
 
@@ -77,6 +83,9 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   using L = StageLayout<Tile, GIDX>;
   static_assert(GIDX || (G == 32 || G == 64 || G == 128), "group size");
   static_assert(BK == 64, "gemm_steps_per_group assumes BK = 64");
+  constexpr bool WG = Tile::WGMMA;
+  static_assert(!WG || (!GIDX && BM == 64 && Tile::WARPS_M == 1 && Tile::WARPS_N == 4 && BN % 64 == 0),
+                "the wgmma variant: AWQ, one warpgroup, 64 activation rows, whole m64 weight tiles");
 
   extern __shared__ __align__(16) unsigned char smem[];
   const T* __restrict__ A = static_cast<const T*>(p.a);
@@ -103,7 +112,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
 
   // Shared memory is addressed with 32-bit shared addresses: every address in the hot loop is a per-thread register
   // fixed before the loop plus an immediate (the ring slot is a compile-time constant, see the main loop below).
-  const uint32_t sbase = smem_u32(smem);
+  const uint32_t sbase = WG ? (smem_u32(smem) + 1023u) & ~1023u : smem_u32(smem);
 
   // Copy assignments are fixed per thread for the whole K loop: the source pointers are computed once here and
   // advanced by one BK step per load_stage call (the calls come in K order), so the loop body only adds strides.
@@ -178,18 +187,27 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     }
   };
 
-  float acc[MT][2 * NT16][4];
+  // mma.sync: [m16 tile][n8 tile][4]. WGMMA: wacc[wgmma tile j][32], wgmma's D fragment (the other array unused)
+  float acc[WG ? 1 : MT][2 * NT16][4];
+  float wacc[WG ? NT16 : 1][32];
 #pragma unroll
-  for (int i = 0; i < MT; ++i)
+  for (int i = 0; i < (WG ? 1 : MT); ++i)
 #pragma unroll
     for (int j = 0; j < 2 * NT16; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+#pragma unroll
+  for (int j = 0; j < (WG ? NT16 : 1); ++j)
+#pragma unroll
+    for (int e = 0; e < 32; ++e) wacc[j][e] = 0.f;
 
   // Per-lane fragment addresses in ring slot 0 (pinned in registers), fixed for the loop. B: the ldmatrix row of n16 block j is
   // b_lane + 128 j. A: k16 step kk of m16 tile mi reads chunk (2 kk + lane / 16) ^ (row & 7) of its row; 2 kk only
   // flips chunk bits 1-2, so the offset is a_lane[mi] with the chunk XORed by 2 kk.
-  const uint32_t b_lane = pinned(sbase + L::kABytes + (((lane >> 3) * NB + warp_n * NT16) * 32 + (lane & 7) * 4) * 4);
+  // WGMMA: warp w's blocks are w, w + 4, ... (the rows it holds of each wgmma's A): block j at + 512 j bytes.
+  const uint32_t b_lane = pinned(sbase + L::kABytes +
+                                 (((lane >> 3) * NB + (WG ? warp : warp_n * NT16)) * 32 + (lane & 7) * 4) * 4);
+  constexpr int B_BLOCK_STRIDE = WG ? 4 * 128 : 128;  // bytes between this warp's consecutive weight blocks
   uint32_t a_lane[MT][4];
 #pragma unroll
   for (int mi = 0; mi < MT; ++mi) {
@@ -199,7 +217,8 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
       a_lane[mi][kk] = pinned(sbase + (row * BK + (((kk * 2 + (lane >> 4)) ^ (row & 7)) * 8)) * 2);
   }
   // AWQ scale/zero pair of n16 block j in slot s: s_lane + 2 (s BN + 16 j) (+ kSlots BN 2 for the zero).
-  const uint32_t s_lane = pinned(sbase + L::kABytes + L::kBBytes + (warp_n * Tile::WN + 2 * g) * 2);
+  const uint32_t s_lane = pinned(sbase + L::kABytes + L::kBBytes + ((WG ? 16 * warp : warp_n * Tile::WN) + 2 * g) * 2);
+  constexpr int S_BLOCK_STRIDE = WG ? 64 : 16;  // scale elements between this warp's consecutive weight blocks
 
   const uint32_t magic = pinned(Dequant<T>::kMagic);
   // AWQ: k16 steps that share one scale row (a slot), so params are built once per slot.
@@ -209,7 +228,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   auto compute_stage = [&](uint32_t st, bool group_start) {
     uint32_t bw[NT16][4];  // [n16 block][k16 row]: this lane's packed word, one ldmatrix.x4 per block
 #pragma unroll
-    for (int j = 0; j < NT16; ++j) ldmatrix_x4(bw[j], st + b_lane + 128 * j);
+    for (int j = 0; j < NT16; ++j) ldmatrix_x4(bw[j], st + b_lane + B_BLOCK_STRIDE * j);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       if constexpr (!GIDX) {
@@ -217,46 +236,68 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
           const int s = kk / KK_PER_SLOT;
 #pragma unroll
           for (int j = 0; j < NT16; ++j) {
-            const uint32_t s01 = ld_shared_u32(st + s_lane + 2 * (s * BN + 16 * j));
-            const uint32_t z01 = ld_shared_u32(st + s_lane + 2 * ((L::kSlots + s) * BN + 16 * j));
+            const uint32_t s01 = ld_shared_u32(st + s_lane + 2 * (s * BN + S_BLOCK_STRIDE * j));
+            const uint32_t z01 = ld_shared_u32(st + s_lane + 2 * ((L::kSlots + s) * BN + S_BLOCK_STRIDE * j));
             grp[j] = make_group<T>(s01, z01);
           }
         }
       }
-      uint32_t a[MT][4];
+      if constexpr (WG) {
+        // Dequantize this k16 step's weight word of every wgmma tile into its A fragment, then issue the wgmmas
+        // on the activation tile's k16 slice (32 bytes into each swizzled 128-byte row). The mma.sync B fragment
+        // of a word, pairs (n = g, k 2t), (g, 2t+8), (g+8, 2t), (g+8, 2t+8), is wgmma's A fragment in the order
+        // 0, 2, 1, 3 (rows g / g+8 = the block's two n8 halves).
+        uint32_t af[NT16][4];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
+        for (int j = 0; j < NT16; ++j) {
+          uint32_t b[4];
+          Dequant<T>::run(bw[j][kk], expand(grp[j]), b, magic);
+          af[j][0] = b[0];
+          af[j][1] = b[2];
+          af[j][2] = b[1];
+          af[j][3] = b[3];
+        }
+        wgmma_fence();
+        const uint64_t desc = wgmma_desc_sw128(st + kk * 32);
 #pragma unroll
-      for (int j = 0; j < NT16; ++j) {
-        PairParams prm;
-        if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
-          const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
-          const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
-          const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
-          const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
-          // column pairs past n_pad (only in the last CTA column) read pair 0 instead: never stored
-          const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
-          const int pair = col < p.n_pad ? col / 2 : 0;
-          const unsigned int* sp = reinterpret_cast<const unsigned int*>(scales) + pair;
-          const unsigned int* zp = reinterpret_cast<const unsigned int*>(zeros) + pair;
-          uint32_t sv[4], zv[4];
+        for (int j = 0; j < NT16; ++j) wgmma_m64n64k16_rs<T>(wacc[j], af[j], desc);
+        wgmma_commit();
+      } else {
+        uint32_t a[MT][4];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
-            zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
+        for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], st + a_lane[mi][kk]);
+#pragma unroll
+        for (int j = 0; j < NT16; ++j) {
+          PairParams prm;
+          if constexpr (GIDX) {  // GPTQ-R: gather this word's four k rows' scale/zero pairs (built per word: registers)
+            const int32_t* Is = reinterpret_cast<const int32_t*>(smem + st + L::kABytes + L::kBBytes);
+            const int2 gab = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t);
+            const int2 gcd = *reinterpret_cast<const int2*>(Is + kk * 16 + 2 * t + 8);
+            const int rows[4] = {gab.x, gab.y, gcd.x, gcd.y};
+            // column pairs past n_pad (only in the last CTA column) read pair 0 instead: never stored
+            const int col = n0 + warp_n * Tile::WN + j * 16 + 2 * g;
+            const int pair = col < p.n_pad ? col / 2 : 0;
+            const unsigned int* sp = reinterpret_cast<const unsigned int*>(scales) + pair;
+            const unsigned int* zp = reinterpret_cast<const unsigned int*>(zeros) + pair;
+            uint32_t sv[4], zv[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+              sv[r] = __ldg(sp + rows[r] * (p.n_pad / 2));
+              zv[r] = __ldg(zp + rows[r] * (p.n_pad / 2));
+            }
+            prm = make_params_rows<T>(sv, zv);
+          } else {
+            prm = expand(grp[j]);
           }
-          prm = make_params_rows<T>(sv, zv);
-        } else {
-          prm = expand(grp[j]);
-        }
-        uint32_t b[4];
-        Dequant<T>::run(bw[j][kk], prm, b, magic);
+          uint32_t b[4];
+          Dequant<T>::run(bw[j][kk], prm, b, magic);
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi) {
-          mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
-          mma_m16n8k16<T>(acc[mi][2 * j + 1], a[mi], b[2], b[3]);
+          for (int mi = 0; mi < MT; ++mi) {
+            mma_m16n8k16<T>(acc[mi][2 * j], a[mi], b[0], b[1]);
+            mma_m16n8k16<T>(acc[mi][2 * j + 1], a[mi], b[2], b[3]);
+          }
         }
-      }
+      }  // mma.sync
     }
   };
 
@@ -269,6 +310,10 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   const auto step = [&](int i, int s) {  // s: i's position in its turn (compile-time when TURN = STAGES)
     const int slot = TURN == STAGES ? s : i % STAGES;
     cp_async_wait<STAGES - 2>();
+    if constexpr (WG) {
+      fence_proxy_async_shared();  // this thread's landed copies, visible to wgmma's async proxy after the barrier
+      wgmma_wait<0>();             // tile i-1's wgmmas have read their slot, which is refilled below
+    }
     __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
     const int next = i + STAGES - 1;
     // next - kt_begin = i0 + s + STAGES - 1 with i0 a multiple of STAGES (a multiple of STEPS_PER_GROUP when
@@ -293,47 +338,76 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   for (int s = 0; s < TURN - 1; ++s)
     if (i0 + s < nk) step(i0 + s, s);
   cp_async_wait<0>();
+  if constexpr (WG) wgmma_wait<0>();  // the last tile's accumulators
 
-  // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
   const bool split = p.splits > 1;
   T* C = static_cast<T*>(p.c);
+  if constexpr (WG) {
+    // wgmma j's D element e: output feature (its row) 64 j + 16 warp + g (+8 for e % 4 >= 2), activation row (its
+    // column) 8 (e / 4) + 2t + e % 2: C is [m, n], so the two features of a pair are m rows apart (scalar stores).
+    const auto feature = [&](int j, int e) { return n0 + 64 * j + 16 * warp + g + 8 * ((e >> 1) & 1); };
+    const auto token = [&](int e) { return m0 + 8 * (e >> 2) + 2 * t + (e & 1); };
 #pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
+    for (int j = 0; j < NT16; ++j)
 #pragma unroll
-    for (int nj = 0; nj < 2 * NT16; ++nj)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
-        const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+      for (int e = 0; e < 32; ++e) {
+        const int row = token(e), col = feature(j, e);
         if (row >= p.m || col >= p.n) continue;
-        const float v0 = acc[mi][nj][2 * h], v1 = acc[mi][nj][2 * h + 1];
-        if (!split) {
-          *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(v0, v1);
-        } else {
-          float2* dst = reinterpret_cast<float2*>(p.partials + (static_cast<size_t>(blockIdx.z) * p.m + row) * p.n + col);
-          *dst = make_float2(v0, v1);
-        }
+        if (!split) C[static_cast<size_t>(row) * p.n + col] = Pack2<T>::one(wacc[j][e]);
+        else p.partials[(static_cast<size_t>(blockIdx.z) * p.m + row) * p.n + col] = wacc[j][e];
       }
-  if (!split) return;
-  if (!splitk_arrive(p.counters + blockIdx.y * gridDim.x + blockIdx.x, p.splits)) return;
+    if (!split) return;
+    if (!splitk_arrive(p.counters + blockIdx.y * gridDim.x + blockIdx.x, p.splits)) return;
 #pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
+    for (int j = 0; j < NT16; ++j)
 #pragma unroll
-    for (int nj = 0; nj < 2 * NT16; ++nj)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
-        const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+      for (int e = 0; e < 32; ++e) {
+        const int row = token(e), col = feature(j, e);
         if (row >= p.m || col >= p.n) continue;
-        float2 sum = make_float2(0.f, 0.f);
-        for (int s = 0; s < p.splits; ++s) {
-          const float2 v = __ldcg(reinterpret_cast<const float2*>(
-              p.partials + (static_cast<size_t>(s) * p.m + row) * p.n + col));
-          sum.x += v.x;
-          sum.y += v.y;
-        }
-        *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(sum.x, sum.y);
+        float sum = 0.f;
+        for (int s = 0; s < p.splits; ++s) sum += __ldcg(p.partials + (static_cast<size_t>(s) * p.m + row) * p.n + col);
+        C[static_cast<size_t>(row) * p.n + col] = Pack2<T>::one(sum);
       }
+  } else {
+    // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
+#pragma unroll
+    for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+      for (int nj = 0; nj < 2 * NT16; ++nj)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
+          const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+          if (row >= p.m || col >= p.n) continue;
+          const float v0 = acc[mi][nj][2 * h], v1 = acc[mi][nj][2 * h + 1];
+          if (!split) {
+            *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(v0, v1);
+          } else {
+            float2* dst = reinterpret_cast<float2*>(p.partials + (static_cast<size_t>(blockIdx.z) * p.m + row) * p.n + col);
+            *dst = make_float2(v0, v1);
+          }
+        }
+    if (!split) return;
+    if (!splitk_arrive(p.counters + blockIdx.y * gridDim.x + blockIdx.x, p.splits)) return;
+#pragma unroll
+    for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+      for (int nj = 0; nj < 2 * NT16; ++nj)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
+          const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+          if (row >= p.m || col >= p.n) continue;
+          float2 sum = make_float2(0.f, 0.f);
+          for (int s = 0; s < p.splits; ++s) {
+            const float2 v = __ldcg(reinterpret_cast<const float2*>(
+                p.partials + (static_cast<size_t>(s) * p.m + row) * p.n + col));
+            sum.x += v.x;
+            sum.y += v.y;
+          }
+          *reinterpret_cast<uint32_t*>(C + static_cast<size_t>(row) * p.n + col) = Pack2<T>::from_floats(sum.x, sum.y);
+        }
+  }  // mma.sync epilogue
 }
 
 // ---- host side -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ const char* status_string(int status) {
     case kErrWorkspace: return "split-K workspace (partials/counters) missing";
     case kErrCuda: return "CUDA error";
     case kErrUnsupportedM: return "GEMV supports m <= 8 only";
+    case kErrNoWgmma: return "the wgmma path needs an sm_90 GPU (H100/H200) and a build for arch 9.0a (TORCH_CUDA_ARCH_LIST=9.0a)";
     default: return "unknown status";
   }
 }

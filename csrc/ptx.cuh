@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -166,6 +167,80 @@ __device__ __forceinline__ uint32_t hfma2_bf16(uint32_t a, uint32_t b, uint32_t 
   uint32_t d;
   asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
+}
+
+// ---- Hopper warpgroup MMA (sm_90a only: compiled for arch=compute_90a, else the bodies are empty and the host never
+// launches the kernel that calls them, see wgmma_available) ---------------------------------------------------------
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define AWQ_WGMMA 1
+#else
+#define AWQ_WGMMA 0
+#endif
+
+// Why: wgmma reads its B operand from shared memory through a 64-bit matrix descriptor (no C++ form). This one
+// describes a K-major tile of 128-byte rows with the 128-byte swizzle (16-byte chunk c of row r at c ^ (r % 8),
+// the layout the GEMM's cp.async copies give A), 8-row atoms 1024 bytes apart (stride byte offset), leading byte
+// offset unused for this layout (1), base offset 0 (atoms 1024-byte aligned). Fields hold addresses >> 4.
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
+  return static_cast<uint64_t>((smem_addr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+// Why: wgmma.fence orders this thread's register writes (the dequantized A fragments, the accumulators) before
+// the asynchronous MMAs that read them; commit/wait group them like cp.async groups (N an immediate).
+__device__ __forceinline__ void wgmma_fence() {
+#if AWQ_WGMMA
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if AWQ_WGMMA
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+#if AWQ_WGMMA
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// Why: cp.async writes shared memory through the generic proxy, wgmma reads it through the async proxy; the writer
+// makes its completed copies visible to the async proxy with this fence (then a barrier orders all writers).
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#if AWQ_WGMMA
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// Why: the warpgroup MMA with A from registers (the weights, dequantized in place: they never touch shared memory)
+// and B from shared memory (the activations): D[64 x 64] += A[64 x 16] B[16 x 64], fp32 accumulators. Asynchronous:
+// d and a must not be touched until a wgmma_wait retires its group. "+f": every accumulator is read and written.
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+#if AWQ_WGMMA
+#define AWQ_WGMMA_ASM(TY)                                                                                           \
+  asm volatile("{\n"                                                                                                \
+               ".reg .pred p;\n"                                                                                    \
+               "setp.ne.b32 p, %37, 0;\n"                                                                           \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                          \
+               "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                            \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "                  \
+               "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n"                                                           \
+               "}\n"                                                                                                \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),          \
+                 "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),        \
+                 "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),        \
+                 "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                             \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))  /* scale-d: D += A B */
+  if constexpr (sizeof(T) == 2 && std::is_same<T, __half>::value) {
+    AWQ_WGMMA_ASM("f16");
+  } else {
+    AWQ_WGMMA_ASM("bf16");
+  }
+#undef AWQ_WGMMA_ASM
+#endif
 }
 
 }  // namespace awq

@@ -9,10 +9,14 @@ namespace awq {
 // Tensor-core GEMM tile: CTA computes BM x BN of C, stepping K by BK = 64 (four mma k16 steps; a G = 32
 // group spans two of them, G = 64/128 one or more whole stages). Warps tile the CTA WARPS_M x WARPS_N.
 // MIN_CTAS is the __launch_bounds__ occupancy hint: it caps registers at 64K / (MIN_CTAS * THREADS).
-template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_CTAS_>
+// WGMMA: the sm_90a variant (gemm.cuh): the CTA is one warpgroup issuing wgmma with the dequantized weights as the
+// register A operand (64 output features per wgmma: warp w holds rows 16w..16w+15, i.e. n16 block 4j + w of wgmma
+// j) and the BM = 64 activation rows as B from the swizzled shared tile; NT16 = BN / 64 wgmma tiles per step.
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_CTAS_, bool WGMMA_ = false>
 struct GemmTile {
   static constexpr int BM = BM_, BN = BN_, BK = 64;
   static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_, MIN_CTAS = MIN_CTAS_;
+  static constexpr bool WGMMA = WGMMA_;
   static constexpr int THREADS = WARPS_M * WARPS_N * 32;
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // warp tile
   static constexpr int MT = WM / 16;                          // m16 tiles per warp
@@ -41,6 +45,11 @@ using TileM32 = GemmTile<32, 256, 1, 4, 6, 2>;
 //   (29091 B at 4.8 TB/s x 800 ns / 132 SMs), on sm_80's 164 KB of shared memory too. (3 would fit on sm_90 by registers, but a
 //   third CTA needs no more bytes in flight, and planning 3 would cap GPTQ-R at 168 registers: it would spill.)
 using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
+// The Hopper path (sm_90a, w4a16_gemm_wgmma; M 33-64 on the mma.sync tiles above is bound by mma.sync at half the
+//   tensor rate): 64 activation rows x 128 output features per CTA, one warpgroup, 2 wgmma.m64n64k16 per k16 step
+//   (64 fp32 accumulators per thread), each weight dequantized once; 5 stages x 13 KB (1024-aligned for the
+//   swizzled B descriptor) keep 4 x 4 KB of weights in flight per CTA, 2 CTAs per SM planned (MIN_CTAS 2).
+using TileM64W = GemmTile<64, 128, 1, 4, 5, 2, true>;
 // m > 64 (prefill up to the cuBLAS crossover): 2x4 warps of 64x32 (64 accumulators/thread, no spills);
 //   5 stages x 21 KB = 105 KB (above the 48 KB default: the launcher raises the dynamic smem limit; sm_80's 164 KB
 //   hold it), so 4 x 4 KB = 16 KB of weights are in flight: at 3 stages (8 KB) the static model had the tile

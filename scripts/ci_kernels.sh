@@ -23,4 +23,5 @@ cd "$ROOT"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
   tests/kernels/test_sass.py tests/kernels/test_jit_build.py \
   tests/kernels/test_dequant_emulation.py tests/pack/test_kernel_layout.py \
-  tests/kernels/test_simt_emulation.py tests/kernels/test_static_model.py -m "not slow" "$@"
+  tests/kernels/test_simt_emulation.py tests/kernels/test_wgmma_emulation.py tests/kernels/test_static_model.py \
+  -m "not slow" "$@"

@@ -93,6 +93,12 @@ def unit_key(source: Path, arch: str, include_dirs: tuple[Path, ...], extra_flag
     return h.hexdigest()[:16]
 
 
+def nvcc_target(arch: str) -> str:
+    """The nvcc target for ``arch``: Hopper as sm_90a, as the builds do (the wgmma variant exists only there; every
+    other kernel compiles to the same code as for sm_90)."""
+    return "sm_90a" if arch == "sm_90" else arch
+
+
 def compile_unit(tools: Toolchain, source: Path, arch: str, cache_dir: Path,
                  include_dirs: tuple[Path, ...] = (), extra_flags: tuple[str, ...] = ()) -> CompiledUnit:
     """nvcc -cubin for ``arch`` (e.g. ``sm_90``), or the cached result of the same inputs."""
@@ -103,7 +109,7 @@ def compile_unit(tools: Toolchain, source: Path, arch: str, cache_dir: Path,
         tmp = files[".cubin"].with_suffix(f".tmp{os.getpid()}")
         incs = [f"-I{p}" for p in include_dirs]
         nice = [shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []  # a shared CI machine
-        log = _run([*nice, tools.nvcc, *NVCC_FLAGS, *extra_flags, "-cubin", f"-arch={arch}", *incs, str(source),
+        log = _run([*nice, tools.nvcc, *NVCC_FLAGS, *extra_flags, "-cubin", f"-arch={nvcc_target(arch)}", *incs, str(source),
                     "-o", str(tmp)], f"nvcc {source.name} ({arch})")
         env = {**os.environ, "NVDISASM_PATH": str(Path(tools.nvdisasm).parent)}
         sass = _run([tools.nvdisasm, "-c", str(tmp)], f"nvdisasm {source.name} ({arch})")
@@ -127,4 +133,4 @@ def demangle(tools: Toolchain, names: list[str]) -> dict[str, str]:
     return dict(zip(names, lines))
 
 
-__all__ = ["CompiledUnit", "Toolchain", "compile_unit", "demangle", "find_nvcc", "find_tool", "unit_key"]
+__all__ = ["CompiledUnit", "Toolchain", "compile_unit", "demangle", "find_nvcc", "find_tool", "nvcc_target", "unit_key"]

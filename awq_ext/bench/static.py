@@ -19,7 +19,7 @@ from pathlib import Path
 from awq_ext.bench import sass, static_launch
 from awq_ext.bench.ceilings import bandwidth_limit_ratio
 from awq_ext.bench.sass_build import Toolchain, compile_unit, demangle
-from awq_ext.bench.static_kernels import HMMA_FLOPS, KernelConfig, launch_work, recognise
+from awq_ext.bench.static_kernels import KernelConfig, launch_work, recognise
 from awq_ext.bench.static_model import (GPUS, ROW_GPU, GpuSpec, LaunchWork, fp16_baseline_us,
                                         issue_ceiling_bytes_per_s, littles_law_bytes_per_sm,
                                         mma_ceiling_bytes_per_s, occupancy, predict_launch)
@@ -31,7 +31,10 @@ ARCHS = ("sm_90", "sm_80")
 SHAPES = ((4096, 11008), (11008, 4096))  # (N = out_features, K = in_features): LLaMA-7B down and up/gate
 MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # up to 512: past the GEMM / dequantize + cuBLAS crossover
 ACCEPTANCE_MAX_M = 64  # issue 17 states its criteria for M 1-64; larger M only places the crossover
-PATHS = ("gemv", "gemm", "dequant_cublas")
+PATHS = ("gemv", "gemm", "gemm_wgmma", "dequant_cublas")
+# gemm_wgmma (sm_90a, AWQ layouts) is predicted beside the others but not dispatched (derive_dispatch) until the GPU
+# suite has verified and timed it (awq_ext/kernels/ops.py)
+DISPATCHED = ("gemv", "gemm", "dequant_cublas")
 PREDICTED = ("PREDICTED by the static SASS model (instruction counts + datasheet parameters + stated assumptions); "
              "no kernel has been timed on a GPU")
 
@@ -53,7 +56,8 @@ class KernelReport:
 
     @property
     def mma_flops_per_byte(self) -> float:
-        return self.loop.hmma * HMMA_FLOPS * self.cfg.warps_per_iteration / self.cfg.weight_bytes_per_iteration
+        return (self.loop.hmma * self.cfg.mma_flops_per_instruction * self.cfg.warps_per_iteration /
+                self.cfg.weight_bytes_per_iteration)
 
     def class_per_byte(self) -> dict[str, float]:
         f = self.cfg.warps_per_iteration / self.cfg.weight_bytes_per_iteration
@@ -80,7 +84,7 @@ class KernelReport:
             issue = issue_ceiling_bytes_per_s(g, self.instructions_per_byte) / 1e12
             out[f"{g.name}_issue_ceiling_tbps"] = round(issue, 3)
             out[f"{g.name}_issue_ceiling_over_hbm"] = round(issue / g.hbm_tbps, 3)
-            mma = mma_ceiling_bytes_per_s(g, self.mma_flops_per_byte)
+            mma = mma_ceiling_bytes_per_s(g, self.mma_flops_per_byte, self.cfg.mma_dense)
             out[f"{g.name}_mma_ceiling_tbps"] = None if mma == float("inf") else round(mma / 1e12, 3)
         return out
 
@@ -104,6 +108,10 @@ def analyse_arch(tools: Toolchain, consts: static_launch.CsrcConstants, arch: st
     reports = {}
     for u, func, res in parsed:
         cfg = recognise(func.name, names[func.name], consts)
+        if cfg is None:
+            continue  # a helper kernel (the wgmma probe)
+        if cfg.mma_dense and arch != "sm_90":
+            continue  # the wgmma variant is sm_90a code; other architectures hold a stub that is never launched
         try:
             loop = sass.hot_loop(func, cfg.check_loop)
         except sass.SassError as exc:
@@ -128,11 +136,11 @@ def _launch_row(gpu: GpuSpec, rep: KernelReport, launch: static_launch.Launch, m
     plan = launch.plan
     work = launch_work(rep.cfg, launch, m, n, k, group)
     instr = work.loop_iterations * rep.cfg.warps_per_iteration * rep.loop.path_instructions
-    flops = work.loop_iterations * rep.cfg.warps_per_iteration * rep.loop.hmma * HMMA_FLOPS
+    flops = work.loop_iterations * rep.cfg.warps_per_iteration * rep.loop.hmma * rep.cfg.mma_flops_per_instruction
     resident = min(plan.ctas, plan.slots) / gpu.sms
     t = predict_launch(gpu, LaunchWork(resident, plan.wave_efficiency, work.read_bytes, work.write_bytes, instr,
-                                       flops, rep.cfg.weight_bytes_in_flight_per_block))
-    mma = mma_ceiling_bytes_per_s(gpu, rep.mma_flops_per_byte)
+                                       flops, rep.cfg.weight_bytes_in_flight_per_block, rep.cfg.mma_dense))
+    mma = mma_ceiling_bytes_per_s(gpu, rep.mma_flops_per_byte, rep.cfg.mma_dense)
     return {
         "kernel": rep.cfg.label, "grid": list(launch.grid), "blocks": launch.blocks, "threads": launch.threads,
         "splits": launch.splits, "registers": rep.res.registers, "spill_bytes": rep.res.spill_bytes,
@@ -159,7 +167,8 @@ def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConsta
             fp16 = fp16_baseline_us(gpu, m, n, k)
             fp16_no_launch = fp16_baseline_us(gpu, m, n, k, launch=False)
             for path in PATHS:
-                if path == "gemv" and m > consts.gemv_max_m:
+                if (path == "gemv" and m > consts.gemv_max_m) or (path == "gemm_wgmma" and
+                                                                  (arch != "sm_90" or variant != "awq")):
                     continue
                 if path == "dequant_cublas":  # the dequantize kernel, then cuBLAS modelled as the ideal FP16 GEMM
                     rep = find_kernel(reports, "dequant", dtype, variant, None, "dequant")
@@ -170,7 +179,8 @@ def path_rows(reports: dict[str, KernelReport], consts: static_launch.CsrcConsta
                     gptq_r = variant == "gptq_r"
                     launch = (static_launch.gemv_launch(consts, m, n, k, gpu.sms, gpu.smem_per_sm, gptq_r)
                               if path == "gemv" else
-                              static_launch.gemm_launch(consts, m, n, k, group or 0, gpu.sms, gpu.smem_per_sm, gptq_r))
+                              static_launch.gemm_launch(consts, m, n, k, group or 0, gpu.sms, gpu.smem_per_sm, gptq_r,
+                                                        wgmma=path == "gemm_wgmma"))
                     rep = find_kernel(reports, launch.kernel, dtype, variant, group, launch.config)
                     extra, extra_no_launch, suffix = 0.0, 0.0, ""
                 row = {"arch": arch, "gpu": gpu.name, "hbm_tbps": gpu.hbm_tbps, "shape": f"{n}x{k}", "n": n, "k": k,
@@ -204,7 +214,7 @@ def derive_dispatch(rows: list[dict]) -> list[tuple[int, str]]:
         totals: dict[str, float] = {}
         headroom: dict[str, float] = {}
         for r in rows:
-            if r["m"] == m:
+            if r["m"] == m and r["path"] in DISPATCHED:
                 totals[r["path"]] = totals.get(r["path"], 0.0) + r["predicted_us"]
                 ratio = r.get("issue_ceiling_tbps", 0.0) / r.get("hbm_tbps", 1.0)
                 headroom[r["path"]] = min(headroom.get(r["path"], ratio), ratio)
@@ -397,5 +407,5 @@ def _first_line(cmd: list[str], last: bool = False) -> str | None:
     return (out[-1] if last else out[0]) if out else None
 
 
-__all__ = ["ACCEPTANCE_MAX_M", "ARCHS", "MS", "PATHS", "SHAPES", "KernelReport", "acceptance", "analyse_arch",
+__all__ = ["ACCEPTANCE_MAX_M", "ARCHS", "DISPATCHED", "MS", "PATHS", "SHAPES", "KernelReport", "acceptance", "analyse_arch",
            "derive_dispatch", "find_kernel", "format_report", "path_rows", "pick", "run_static"]

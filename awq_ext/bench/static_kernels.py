@@ -16,6 +16,8 @@ from awq_ext.bench.sass import LoopStats, SassError
 from awq_ext.bench.static_launch import CsrcConstants, Launch, gemm_dynamic_smem, gemm_inflight_bytes, padded
 
 HMMA_FLOPS = 16 * 8 * 16 * 2  # one HMMA.16816 (mma.m16n8k16)
+# one warp's share of an HGMMA.64x64x16 (wgmma.m64n64k16: the 4 warps of the warpgroup each issue it)
+HGMMA_FLOPS_PER_WARP = 64 * 64 * 16 * 2 // 4
 # Dequantizing a 32-bit word of eight codes takes at least one integer/bit op per fp16x2/bf16x2 pair (4 per
 # word, e.g. the magic-number LOP3s): one warp-instruction per 32 packed bytes. A hot loop below that is not
 # the loop that dequantizes the weights (say, a load-only inner loop of a chunked kernel).
@@ -39,6 +41,8 @@ class KernelConfig:
     weight_bytes_in_flight_per_block: int
     expected_hmma_per_iteration: int  # per warp; 0 for kernels without MMA
     min_stream_loads_per_iteration: int  # per warp: device-memory loads the loop must hold at least
+    mma_flops_per_instruction: int = HMMA_FLOPS  # per warp and MMA instruction of the loop
+    mma_dense: bool = False                      # wgmma: the GPU's dense tensor rate, not mma.sync's share of it
 
     @property
     def label(self) -> str:
@@ -64,7 +68,8 @@ class KernelConfig:
                             "issues per iteration; update awq_ext/bench/static_kernels.py")
 
 
-_GEMM = re.compile(r"w4a16_gemm_kernel<(\w+), awq::GemmTile<(\d+), (\d+), (\d+), (\d+), (\d+), (\d+)>, (\d+), (true|false)>")
+_GEMM = re.compile(r"w4a16_gemm_kernel<(\w+), awq::GemmTile<(\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (true|false)>, "
+                   r"(\d+), (true|false)>")
 _GEMV = re.compile(r"w4a16_gemv_kernel<(\w+), (\d+), (\d+), (true|false)>")
 _DEQ = re.compile(r"w4_dequant_kernel<(\w+), (true|false)>")
 
@@ -76,23 +81,27 @@ def _dtype(name: str, demangled: str) -> str:
 
 
 def _recognise_gemm(m: re.Match, mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig:
-    dims = tuple(int(x) for x in m.groups()[1:7])
+    dims = (*(int(x) for x in m.groups()[1:7]), m.group(8) == "true")
     tile = next((t for t in c.gemm_tiles.values()
-                 if (t.bm, t.bn, t.warps_m, t.warps_n, t.stages, t.min_ctas) == dims), None)
+                 if (t.bm, t.bn, t.warps_m, t.warps_n, t.stages, t.min_ctas, t.wgmma) == dims), None)
     if tile is None:
         raise SassError(f"{demangled}: GemmTile{dims} is none of the tiles in csrc/tile_configs.cuh")
-    gidx = m.group(9) == "true"
+    gidx = m.group(10) == "true"
     mt, nt16 = tile.bm // tile.warps_m // 16, tile.bn // tile.warps_n // 16
     per_stage = tile.bk * tile.bn // 2
     # gemm.cuh unrolls the AWQ main loop over one turn of the STAGES-slot ring (one iteration computes STAGES BK
     # steps); the GPTQ-R loop computes one step per iteration
     turn = 1 if gidx else tile.stages
+    # per warp and k16 step: mma.sync, 2 n8 tiles x MT per weight block; wgmma, one HGMMA per weight block (m64 tile)
+    mma_per_k16 = nt16 if tile.wgmma else nt16 * 2 * mt
     return KernelConfig(mangled, demangled, "gemm", _dtype(m.group(1), demangled), "gptq_r" if gidx else "awq",
-                        None if gidx else int(m.group(8)), tile.name, tile.threads, gemm_dynamic_smem(tile, gidx),
+                        None if gidx else int(m.group(9)), tile.name, tile.threads, gemm_dynamic_smem(tile, gidx),
                         weight_bytes_per_iteration=turn * per_stage, warps_per_iteration=tile.threads // 32,
                         weight_bytes_in_flight_per_block=gemm_inflight_bytes(tile),
-                        expected_hmma_per_iteration=turn * (tile.bk // 16) * nt16 * 2 * mt,
-                        min_stream_loads_per_iteration=turn)
+                        expected_hmma_per_iteration=turn * (tile.bk // 16) * mma_per_k16,
+                        min_stream_loads_per_iteration=turn,
+                        mma_flops_per_instruction=HGMMA_FLOPS_PER_WARP if tile.wgmma else HMMA_FLOPS,
+                        mma_dense=tile.wgmma)
 
 
 def _recognise_gemv(m: re.Match, mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig:
@@ -117,7 +126,14 @@ def _recognise_dequant(m: re.Match, mangled: str, demangled: str, c: CsrcConstan
 FAMILIES = ((_GEMM, _recognise_gemm), (_GEMV, _recognise_gemv), (_DEQ, _recognise_dequant))
 
 
-def recognise(mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig:
+# Kernels that stream no weights, by name: the static model has nothing to count in them.
+HELPERS = re.compile(r"awq::wgmma_probe_kernel\(")
+
+
+def recognise(mangled: str, demangled: str, c: CsrcConstants) -> KernelConfig | None:
+    """The kernel's config; None for a helper kernel (HELPERS); SassError for an unknown one."""
+    if HELPERS.search(demangled):
+        return None
     for pattern, build in FAMILIES:
         m = pattern.search(demangled)
         if m:
@@ -152,4 +168,4 @@ def launch_work(cfg: KernelConfig, launch: Launch, m: int, n: int, k: int, group
                 weights / cfg.weight_bytes_per_iteration)
 
 
-__all__ = ["FAMILIES", "HMMA_FLOPS", "KernelConfig", "Work", "launch_work", "recognise"]
+__all__ = ["FAMILIES", "HELPERS", "HGMMA_FLOPS_PER_WARP", "HMMA_FLOPS", "KernelConfig", "Work", "launch_work", "recognise"]

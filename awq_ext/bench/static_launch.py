@@ -33,6 +33,7 @@ class GemmTileCfg:
     warps_n: int
     stages: int
     min_ctas: int
+    wgmma: bool = False  # the sm_90a variant (GemmTile's WGMMA flag)
     bk: int = 64
 
     @property
@@ -66,7 +67,8 @@ class CsrcConstants:
 
 
 _INT = r"constexpr\s+int\s+{}\s*=\s*(\w+)\s*(?:\*\s*(\d+))?\s*;"
-_TILE = re.compile(r"using\s+(Tile\w+)\s*=\s*GemmTile<\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*>")
+_TILE = re.compile(r"using\s+(Tile\w+)\s*=\s*GemmTile<\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*"
+                   r"(?:,\s*(true|false)\s*)?>")
 # The constexpr helpers of tile_configs.cuh that gemv_rows / gemv_min_ctas below mirror, as mirrored.
 _MIRRORED = {
     "gemv_rows": "return m <= 1 ? 1 : (m <= 2 ? 2 : (m <= 4 ? 4 : 8));",
@@ -104,8 +106,9 @@ def read_constants(csrc: Path) -> CsrcConstants:
         vals[name] = base * int(m.group(2) or 1)
         return vals[name]
 
-    tiles = {m.group(1): GemmTileCfg(m.group(1), *map(int, m.groups()[1:])) for m in _TILE.finditer(text)}
-    for need in ("TileM16", "TileM32", "TileM64", "TileM128"):
+    tiles = {m.group(1): GemmTileCfg(m.group(1), *map(int, m.groups()[1:7]), wgmma=m.group(8) == "true")
+             for m in _TILE.finditer(text)}
+    for need in ("TileM16", "TileM32", "TileM64", "TileM128", "TileM64W"):
         if need not in tiles:
             raise SassError(f"{need} not found in csrc/tile_configs.cuh; update awq_ext/bench/static_launch.py")
     _check_mirrored(text)
@@ -235,7 +238,7 @@ def gemm_dynamic_smem(tile: GemmTileCfg, gidx: bool) -> int:
     b = tile.bk * tile.bn // 2
     s = 0 if gidx else 2 * 2 * tile.bn * 2
     i = tile.bk * 4 if gidx else 0
-    return (a + b + s + i) * tile.stages
+    return (a + b + s + i) * tile.stages + (1024 if tile.wgmma else 0)  # kAlignPad
 
 
 def gemm_inflight_bytes(tile: GemmTileCfg) -> int:
@@ -259,10 +262,10 @@ def gemm_steps_per_group(group_size: int, gptq_r: bool) -> int:
 
 
 def gemm_launch(c: CsrcConstants, m: int, n: int, k: int, group_size: int, sms: int, smem_per_sm: int,
-                gptq_r: bool = False, split_request: int = 0) -> Launch:
-    """plan_gemm (gemm.cu), then launch_gemm_tile's grid."""
+                gptq_r: bool = False, split_request: int = 0, wgmma: bool = False) -> Launch:
+    """plan_gemm (gemm.cu), then launch_gemm_tile's grid; ``wgmma``: the sm_90a variant's (TileM64W)."""
     n_pad, k_pad = padded(n, k)
-    tile = gemm_tile(c, m)
+    tile = c.gemm_tiles["TileM64W"] if wgmma else gemm_tile(c, m)
     tiles = -(-n_pad // tile.bn) * -(-m // tile.bm)
     ktiles = k_pad // tile.bk
     per_group = gemm_steps_per_group(group_size, gptq_r)

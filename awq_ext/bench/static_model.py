@@ -52,6 +52,10 @@ class GpuSpec:
         """mma.sync FLOP/s one SM sustains (dense rate x fraction / SMs)."""
         return self.dense_fp16_tflops * 1e12 * self.mma_sync_fraction / self.sms
 
+    def tensor_flops_per_sm(self, dense: bool) -> float:
+        """FLOP/s one SM sustains: wgmma (``dense``) at the dense rate, mma.sync at its share."""
+        return self.dense_fp16_tflops * 1e12 / self.sms if dense else self.mma_flops_per_sm
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -137,11 +141,12 @@ def issue_ceiling_bytes_per_s(gpu: GpuSpec, instructions_per_byte: float) -> flo
     return gpu.issue_rate / instructions_per_byte
 
 
-def mma_ceiling_bytes_per_s(gpu: GpuSpec, mma_flops_per_byte: float) -> float:
-    """Weight bytes/s at which the SMs' mma.sync rate is the limit (inf without MMA)."""
+def mma_ceiling_bytes_per_s(gpu: GpuSpec, mma_flops_per_byte: float, dense: bool = False) -> float:
+    """Weight bytes/s at which the SMs' tensor rate (mma.sync's, or wgmma's dense one) is the limit (inf without
+    MMA)."""
     if mma_flops_per_byte <= 0:
         return math.inf
-    return gpu.mma_flops_per_sm * gpu.sms / mma_flops_per_byte
+    return gpu.tensor_flops_per_sm(dense) * gpu.sms / mma_flops_per_byte
 
 
 def littles_law_bytes_per_sm(gpu: GpuSpec, bandwidth_tbps: float | None = None) -> float:
@@ -161,8 +166,9 @@ class LaunchWork:
     dram_read_bytes: float         # bytes loaded from DRAM (these need bytes in flight: Little's law)
     dram_write_bytes: float        # bytes stored (fire and forget: bounded by bandwidth only)
     instructions: float            # warp-instructions (hot loop only)
-    mma_flops: float               # FLOPs issued to mma.sync (padding rows included)
+    mma_flops: float               # FLOPs issued to the tensor cores (padding rows included)
     bytes_in_flight_per_block: float
+    mma_dense: bool = False        # issued as wgmma (the dense rate), else mma.sync
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ def predict_launch(gpu: GpuSpec, w: LaunchWork, bandwidth_tbps: float | None = N
     terms = {
         "memory": max(w.dram_read_bytes / read_bw, (w.dram_read_bytes + w.dram_write_bytes) / bw),
         "issue": w.instructions / gpu.sms / (gpu.issue_per_clk_per_sm * gpu.clock_ghz * 1e9),
-        "mma": w.mma_flops / gpu.sms / gpu.mma_flops_per_sm,
+        "mma": w.mma_flops / gpu.sms / gpu.tensor_flops_per_sm(w.mma_dense),
     }
     terms = {k: v / w.wave_efficiency for k, v in terms.items()}
     bound = max(terms, key=lambda k: terms[k])

@@ -30,7 +30,7 @@ CSRC_DIR = Path(__file__).resolve().parents[2] / "csrc"
 # Compiled into the extension (CMakeLists.txt lists the same kernel sources).
 SOURCES = ("binding.cpp", "launch_common.cu", "gemm.cu", "gemm_gptq_r.cu", "gemv.cu", "dequant.cu")
 # Architectures built when no GPU is visible to pick one (CI): the kernels need sm_80+ (cp.async, bf16 mma).
-DEFAULT_ARCH_LIST = "8.0;9.0"
+DEFAULT_ARCH_LIST = "8.0;9.0a"  # no GPU visible: Ampere and Hopper (9.0a: with the wgmma variant)
 MIN_COMPUTE_CAPABILITY = (8, 0)
 NVCC_FLAGS = ("-O3", "-std=c++17", "-lineinfo")
 CXX_FLAGS = ("-O3",)  # torch adds the C++ standard its headers need (C++20 for torch 2.14)
@@ -148,15 +148,24 @@ def _bundled_cuda_include() -> list[str]:
     return found
 
 
-@contextlib.contextmanager
-def arch_list_for_build() -> Iterator[None]:
-    """Build for the visible GPU (torch's default), or for sm_80 + sm_90 when none is visible."""
+def default_arch_list() -> str:
+    """The visible GPUs' architectures, sm_90 as 9.0a (the wgmma variant needs the arch-specific target; its
+    cubin runs on sm_90 only), or DEFAULT_ARCH_LIST when no GPU is visible."""
     import torch
 
-    if os.environ.get("TORCH_CUDA_ARCH_LIST") or torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        return DEFAULT_ARCH_LIST
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    return ";".join(f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "") for major, minor in caps)
+
+
+@contextlib.contextmanager
+def arch_list_for_build() -> Iterator[None]:
+    """Build for TORCH_CUDA_ARCH_LIST when set, else for :func:`default_arch_list`."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
         yield
         return
-    os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+    os.environ["TORCH_CUDA_ARCH_LIST"] = default_arch_list()
     try:
         yield
     finally:
@@ -232,6 +241,7 @@ def _jit_build(verbose: bool) -> ModuleType:
 __all__ = [
     "CSRC_DIR",
     "arch_list_for_build",
+    "default_arch_list",
     "build_flags",
     "prepare_toolkit",
     "EXTENSION_NAME",

@@ -16,6 +16,9 @@ from awq_ext.errors import AWQInputError
 # The dispatch table, the only place crossovers live: rows in order, (largest M, path).
 #   gemv           - bandwidth-bound GEMV kernel (takes M <= GEMV_MAX_M; half2 math, csrc/gemv.cu)
 #   gemm           - tensor-core kernel (online dequantization, split-K for small M)
+#   gemm_wgmma     - its Hopper variant (sm_90 GPU, a 9.0a build; AWQ layouts): wgmma with the dequantized
+#                    weights as the register operand, for M 33-64 where mma.sync is the limit. Not in the table
+#                    until the GPU suite has verified and timed it (python -m awq_ext.bench static predicts it)
 #   dequant_cublas - dequantize the whole weight once, then torch.matmul (cuBLAS): never slower than
 #                    FP16 by more than the dequantization itself, which is amortized at large M
 # These crossovers MUST be measured on the target GPU, never assumed: benchmarks/gpu_suite.py times every
@@ -34,7 +37,7 @@ DISPATCH_TABLE: tuple[tuple[int, str], ...] = (
     (sys.maxsize, "dequant_cublas"),
 )
 GEMV_MAX_M = 8  # the largest M the GEMV kernel takes (kGemvMaxM in csrc/awq_kernels.h)
-PATHS = ("gemv", "gemm", "dequant_cublas")
+PATHS = ("gemv", "gemm", "gemm_wgmma", "dequant_cublas")
 _PACKED_KEYS = ("qweight", "scales", "zeros")
 
 
@@ -113,6 +116,10 @@ def w4a16_linear(
         y = ops.w4a16_gemv(x2, qw, s, z, gi, n, k, group_size, split_k)
     elif chosen == "gemm":
         y = ops.w4a16_gemm(x2, qw, s, z, gi, n, k, group_size, split_k)
+    elif chosen == "gemm_wgmma":
+        if gi is not None:
+            raise AWQInputError("path 'gemm_wgmma' takes AWQ layouts; GPTQ-R (g_idx) runs on path='gemm'")
+        y = ops.w4a16_gemm_wgmma(x2, qw, s, z, None, n, k, group_size, split_k)
     else:
         w = ops.w4_dequantize(qw, s, z, gi, n, k, group_size)
         y = torch.matmul(x2, w.t())

@@ -117,7 +117,7 @@ def test_orchestration_survives_a_fault_a_hang_and_a_step_timeout(gs, tmp_path):
     assert summary["counts"]["correctness"] == {"ok": len(corr) - 1, "crashed": 1}
     # the timings sit beside the static model's predictions (benchmarks/results/static/static_sm90.json)
     mvp = summary["measured_vs_predicted"]
-    assert mvp and {r["path"] for r in mvp} == {"gemv", "gemm", "dequant_cublas"}
+    assert mvp and {r["path"] for r in mvp} == {"gemv", "gemm", "gemm_wgmma", "dequant_cublas"}
     assert all(r["measured_speedup_vs_cublas_fp16"] == 1.0 for r in mvp)  # the fake times every method at 5 us
     # at most 8 files come back, all named in the plan
     files = sorted(p.name for p in out.iterdir())

@@ -28,7 +28,7 @@ def test_extension_builds_and_imports(ext):
 
     assert ext.__name__ in (kernels.EXTENSION_NAME, "awq_ext._C")
     assert kernels.source_hash() in ext.__file__ or ext.__name__ == "awq_ext._C"
-    for op in ("w4a16_gemm", "w4a16_gemv", "w4_dequantize"):
+    for op in ("w4a16_gemm", "w4a16_gemm_wgmma", "w4a16_gemv", "w4_dequantize"):
         assert hasattr(torch.ops.awq_ext, op), f"torch.ops.awq_ext.{op} not registered"
     assert "Tensor? g_idx" in str(torch.ops.awq_ext.w4a16_gemm.default._schema)
 
@@ -39,7 +39,7 @@ def test_meta_kernels_give_shapes(ext):
     x = torch.empty(m, k, dtype=torch.bfloat16, **meta)
     qw = torch.empty(k // 16, n // 16, 32, dtype=torch.int32, **meta)
     s = torch.empty(2, n, dtype=torch.bfloat16, **meta)
-    for op in (torch.ops.awq_ext.w4a16_gemm, torch.ops.awq_ext.w4a16_gemv):
+    for op in (torch.ops.awq_ext.w4a16_gemm, torch.ops.awq_ext.w4a16_gemm_wgmma, torch.ops.awq_ext.w4a16_gemv):
         y = op(x, qw, s, s, None, n, k, 128)
         assert y.shape == (m, n) and y.dtype == torch.bfloat16 and y.device.type == "meta"
     w = torch.ops.awq_ext.w4_dequantize(qw, s, s, None, n, k, 128)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from awq_ext.bench.sass_build import find_nvcc, find_tool
+from awq_ext.bench.sass_build import find_nvcc, find_tool, nvcc_target
 from awq_ext.kernels import CSRC_DIR, cache_root, source_hash
 
 ARCHS = ("sm_80", "sm_90")
@@ -40,7 +40,7 @@ def _compile(src: str, arch: str, out_dir: Path) -> tuple[Path, str]:
     cubin = out_dir / f"{Path(src).stem}.{arch}.cubin"
     log = out_dir / f"{Path(src).stem}.{arch}.ptxas.txt"
     if not (cubin.exists() and log.exists()):
-        cmd = [NVCC, "-std=c++17", "-O3", "-cubin", f"-arch={arch}", "-Xptxas", "-v", "-I", str(CSRC_DIR),
+        cmd = [NVCC, "-std=c++17", "-O3", "-cubin", f"-arch={nvcc_target(arch)}", "-Xptxas", "-v", "-I", str(CSRC_DIR),
                str(CSRC_DIR / src), "-o", str(cubin) + ".tmp"]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
@@ -106,9 +106,15 @@ def test_sass_has_no_local_memory(built, src, arch):
 def test_gemm_kernels_use_tensor_cores(built, src, arch):
     cubin, _ = built[(src, arch)]
     funcs = {n: b for n, b in _sass_functions(cubin).items() if "w4a16_gemm_kernel" in n}
-    expected = 24 if src == "gemm.cu" else 8  # 2 dtypes x 4 tiles x (3 group sizes | GPTQ-R)
+    # 2 dtypes x (4 mma.sync tiles + the wgmma tile) x 3 group sizes | 2 dtypes x 4 tiles (GPTQ-R)
+    expected = 30 if src == "gemm.cu" else 8
     assert len(funcs) == expected, f"{src} {arch}: {len(funcs)} GEMM kernels, expected {expected}"
     for name, body in funcs.items():
+        if _wgmma(name):  # sm_90a: HGMMA with the weights from registers; elsewhere a stub that is never launched
+            if arch == "sm_90":
+                assert re.search(r"\bHGMMA\.64x64x16\.F32(\.BF16)? R\d+, R\d+, gdesc", body), f"{name}: no register-A HGMMA"
+                assert "HMMA" not in body, f"{name} ({arch}) mixes mma.sync into the wgmma variant"
+            continue
         n_mma = len(re.findall(r"\bHMMA\.16816\.F32", body))
         assert n_mma > 0, f"{name} ({arch}) has no HMMA.16816.F32 (tensor-core mma)"
         assert "LDSM" in body, f"{name} ({arch}) has no LDSM (ldmatrix)"
@@ -145,6 +151,11 @@ def _tile(name: str) -> tuple[int, int]:
     return bm // wm // 16, bn // wn // 16
 
 
+def _wgmma(name: str) -> bool:
+    """Whether a mangled GEMM kernel name is the wgmma variant: GemmTile<..., MIN_CTAS, WGMMA = true>."""
+    return re.search(r"GemmTileILi\d+ELi\d+ELi\d+ELi\d+ELi\d+ELi\d+ELb1EE", name) is not None
+
+
 def _stages(name: str) -> int:
     """STAGES of a mangled GEMM kernel name: GemmTile<BM, BN, WARPS_M, WARPS_N, STAGES, MIN_CTAS>."""
     m = re.search(r"GemmTileILi\d+ELi\d+ELi\d+ELi\d+ELi(\d+)ELi\d+E", name)
@@ -173,16 +184,20 @@ def test_gemm_main_loop_takes_16_byte_fragments(built, src, arch):
     funcs = {n: b for n, b in _sass_functions(cubin).items() if "w4a16_gemm_kernel" in n}
     assert funcs
     for name, body in funcs.items():
+        wg = _wgmma(name)
+        if wg and arch != "sm_90":
+            continue  # the stub of the sm_90a-only variant
         mt, nt16 = _tile(name)
         stages = _stages(name)
         # the AWQ loop body is one turn of the STAGES-slot ring (gemm.cuh), the GPTQ-R one a single BK step
         steps = stages if src == "gemm.cu" else 1
         loop = main_loop(name, body)
         ldsm = sum(op.startswith("LDSM") for op, _ in loop)
-        assert ldsm == steps * (4 * mt + nt16), (f"{name} ({arch}): {ldsm} LDSM per iteration, expected "
-                                                 f"{steps} x (4 MT + NT16) = {steps * (4 * mt + nt16)}")
-        hmma = sum(op.startswith("HMMA") for op, _ in loop)
-        assert hmma == steps * 4 * 2 * nt16 * mt, f"{name} ({arch}): {hmma} HMMA per iteration, expected {steps * 8 * nt16 * mt}"
+        want_ldsm = steps * (nt16 if wg else 4 * mt + nt16)  # wgmma reads the activations itself, by descriptor
+        assert ldsm == want_ldsm, f"{name} ({arch}): {ldsm} LDSM per iteration, expected {want_ldsm}"
+        mma = sum(op.startswith("HGMMA" if wg else "HMMA") for op, _ in loop)
+        want_mma = steps * 4 * (nt16 if wg else 2 * nt16 * mt)  # per k16 step: one wgmma per m64 weight tile
+        assert mma == want_mma, f"{name} ({arch}): {mma} MMA instructions per iteration, expected {want_mma}"
         if src == "gemm.cu":  # 32-bit shared loads: only the scale/zero pairs (2 per n16 block and group)
             g = int(re.search(r"EELi(\d+)ELb0E", name).group(1))
             slots = 2 if g == 32 else 1

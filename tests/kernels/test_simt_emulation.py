@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 EMU = Path(__file__).resolve().parent / "simt_emu"
 SOURCES = ("driver.cpp", "launch_common.cu", "gemm.cu", "gemm_gptq_r.cu", "gemv.cu", "dequant.cu")
-OPS = {"gemm": 0, "gemv": 1, "dequant": 2}
+OPS = {"gemm": 0, "gemv": 1, "dequant": 2, "gemm_wgmma": 3}
 DTYPES = {torch.float16: 0, torch.bfloat16: 1}
 
 
@@ -65,7 +65,7 @@ def _emulated_sources(dst: Path, drop_writer_fence: bool = False) -> None:
             assert n_fence == 1, "splitk.cuh: the writer-side fence moved; update the negative-test rewrite"
         launches += n_launch
         (dst / p.name).write_text(text)
-    assert launches == 4, f"expected 4 kernel launches in csrc/, rewrote {launches}; update the emulator rewrite"
+    assert launches == 5, f"expected 5 kernel launches in csrc/, rewrote {launches}; update the emulator rewrite"
     shutil.copy(EMU / "ptx.cuh", dst / "ptx.cuh")  # the PTX wrappers, emulated
     shutil.copy(EMU / "driver.cpp", dst / "driver.cpp")
 
@@ -195,6 +195,12 @@ CASES = [
     ("gemm", torch.float16, 64, 136, 256, 32, False, 0, False),
     ("gemm", torch.bfloat16, 65, 136, 192, 64, False, 0, True),
     ("gemm", torch.float16, 129, 40, 640, 128, True, 2, True),
+    # the sm_90a wgmma variant (AWQ only): 64-row activation tiles, 128-column weight tiles, m and n tails
+    ("gemm_wgmma", torch.float16, 64, 136, 320, 64, False, 0, True),
+    ("gemm_wgmma", torch.bfloat16, 33, 264, 640, 128, False, 2, False),
+    ("gemm_wgmma", torch.float16, 47, 40, 1216, 32, False, 3, True),
+    ("gemm_wgmma", torch.bfloat16, 1, 520, 192, 32, False, 0, True),
+    ("gemm_wgmma", torch.float16, 97, 136, 640, 128, False, 0, False),
     ("dequant", torch.float16, 1, 136, 160, 32, False, 0, True),
     ("dequant", torch.bfloat16, 1, 72, 320, 64, True, 0, True),
 ]
@@ -267,6 +273,7 @@ CONCURRENT = [
     ("gemm", torch.float16, 5, 264, 1024, 128, False, 4),
     ("gemm", torch.bfloat16, 17, 136, 512, 32, True, 2),
     ("gemm", torch.float16, 47, 264, 1216, 64, False, 4),  # 19 k-tiles in slices of 5, 5, 5, 4
+    ("gemm_wgmma", torch.bfloat16, 40, 264, 1216, 64, False, 3),
     ("gemv", torch.float16, 7, 72, 2240, 32, False, 3),      # 35 chunks in slices of 12, 12, 11
 ]
 

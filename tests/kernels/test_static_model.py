@@ -268,6 +268,7 @@ def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
         using TileM32 = GemmTile<32, 256, 1, 4, 6, 2>;
         using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
         using TileM128 = GemmTile<128, 128, 2, 4, 5, 1>;
+        using TileM64W = GemmTile<64, 128, 1, 4, 5, 2, true>;
         constexpr int kGemvWarps = 8;
         constexpr int kGemvThreads = kGemvWarps * 32;
         constexpr int kGemvStrip = 64;
@@ -412,7 +413,7 @@ def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
         gemv.check_loop(loop(63, 4))  # a load-only inner loop of a chunked kernel looks like this
     with pytest.raises(SassError, match="device-memory loads"):
         gemv.check_loop(loop(500, 3))
-    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 6, 3>, 128, false>"
+    gemm = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 6, 3, false>, 128, false>"
                           "(awq::W4Args)", c)
     # one iteration = one turn of the 6-stage ring: 6 BK steps x 4 k16 steps x 4 n16 blocks per warp x 2 mma n8
     # tiles, 6 x 8 KB of weights; 5 stages of 64 x 256 / 2 bytes ahead
@@ -421,9 +422,15 @@ def test_kernel_config_rejects_a_loop_that_cannot_be_the_main_loop(tmp_path):
     gemm.check_loop(loop(1200, 6, hmma=192))
     with pytest.raises(SassError, match="HMMA"):
         gemm.check_loop(loop(1200, 6, hmma=32))  # one step of the ring is not the unrolled loop
-    gptq = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 6, 3>, 0, true>"
+    gptq = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<16, 256, 1, 4, 6, 3, false>, 0, true>"
                           "(awq::W4Args)", c)
     assert gptq.expected_hmma_per_iteration == 32 and gptq.weight_bytes_per_iteration == 8192
+    # the wgmma tile: per warp and k16 step one HGMMA per m64 weight tile (2), a quarter of a 64x64x16 wgmma each
+    wg = recognise("m", "void awq::w4a16_gemm_kernel<__half, awq::GemmTile<64, 128, 1, 4, 5, 2, true>, 64, false>"
+                        "(awq::W4Args)", c)
+    assert wg.expected_hmma_per_iteration == 5 * 4 * 2 and wg.mma_dense
+    assert wg.mma_flops_per_instruction == 64 * 64 * 16 * 2 // 4 and wg.dynamic_smem == 5 * (8192 + 4096 + 1024) + 1024
+    assert recognise("m", "awq::wgmma_probe_kernel(int*)", c) is None  # a helper kernel: nothing to model
     with pytest.raises(SassError, match="not described"):
         recognise("m", "void awq::w4a16_wgmma_kernel<__half>(awq::W4Args)", c)
 
@@ -578,6 +585,7 @@ def test_static_model_over_csrc(static_payload):
         for n, k in SHAPES:
             for m in MS:
                 here = [r for r in rows if (r["arch"], r["shape"], r["m"]) == (arch, f"{n}x{k}", m)]
-                assert {r["path"] for r in here} == {p_ for p_ in PATHS if p_ != "gemv" or m <= 8}
+                assert {r["path"] for r in here} == {p_ for p_ in PATHS if (p_ != "gemv" or m <= 8) and
+                                                     (p_ != "gemm_wgmma" or arch == "sm_90")}
                 assert sum(r["chosen"] for r in here) == 1
                 assert (next(r for r in here if r["chosen"])["acceptance"] is not None) == (m <= ACCEPTANCE_MAX_M)

@@ -23,6 +23,12 @@ cudaError_t cudaGetLastError(void) {
   return e;
 }
 const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated launch error"; }
+// wgmma_available (gemm.cu) probes a GPU; the driver states the emulated device's support in awq::Device instead.
+cudaError_t cudaDeviceGetAttribute(int*, cudaDeviceAttr, int) { return cudaErrorNotSupported; }
+cudaError_t cudaMalloc(void**, size_t) { return cudaErrorNotSupported; }
+cudaError_t cudaFree(void*) { return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void*, const void*, size_t, cudaMemcpyKind, cudaStream_t) { return cudaErrorNotSupported; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaErrorNotSupported; }
 }
 
 namespace {
@@ -68,7 +74,7 @@ int main(int argc, char** argv) {
   if (argc != 2) return 64;
   const std::string dir = argv[1];
   auto kv = read_case(dir);
-  const std::string ops[] = {"gemm", "gemv", "dequant"};
+  const std::string ops[] = {"gemm", "gemv", "dequant", "gemm_wgmma"};
   const int op = static_cast<int>(kv.at("op"));
   const auto dtype = static_cast<awq::DType>(kv.at("dtype"));
   const int m = static_cast<int>(kv.at("m")), n = static_cast<int>(kv.at("n")), k = static_cast<int>(kv.at("k"));
@@ -103,9 +109,10 @@ int main(int argc, char** argv) {
 
   const void* x = load(dir + "/x.bin", static_cast<size_t>(m) * k * 2);
   const int smem_per_sm = kv.count("smem_per_sm") ? static_cast<int>(kv.at("smem_per_sm")) : 233472;
-  const awq::Device dev{sms, smem_per_sm};
+  const bool wgmma = op == 3;
+  const awq::Device dev{sms, smem_per_sm, wgmma ? 1 : 0};
   const awq::Plan plan = op == 1 ? awq::plan_gemv(m, n_pad, k_pad, dev, split_k, has_gidx != 0)
-                                 : awq::plan_gemm(m, n_pad, k_pad, gs, dev, split_k, has_gidx != 0);
+                                 : awq::plan_gemm(m, n_pad, k_pad, gs, dev, split_k, has_gidx != 0, wgmma);
   int* counters = plan.splits > 1 ? static_cast<int*>(emu::galloc(static_cast<size_t>(plan.counters) * 4, 0)) : nullptr;
   std::vector<char> first;
   for (int rep = 0; rep < reps; ++rep) {
@@ -131,6 +138,7 @@ int main(int argc, char** argv) {
     std::snprintf(emu::g_where, sizeof(emu::g_where), "%s m=%d n=%d k=%d splits=%d rep=%d", ops[op].c_str(), m, n, k,
                   plan.splits, rep);
     const int rc = op == 1 ? awq::w4a16_gemv(a, nullptr)
+                   : wgmma ? awq::w4a16_gemm_wgmma(a, dev, nullptr)
                            : (gidx ? awq::w4a16_gemm_gptq_r(a, nullptr) : awq::w4a16_gemm(a, nullptr));
     if (rc != awq::kOk) {
       std::fprintf(stderr, "status %d: %s\n", rc, awq::status_string(rc));

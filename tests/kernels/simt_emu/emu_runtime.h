@@ -8,10 +8,11 @@
 // cp.async.wait_group (LATE: catches reads of a stage before its wait), shared and output memory start
 // poisoned with 0xFF (NaN in fp16/bf16/fp32), and every buffer ends at a PROT_NONE guard page so a read
 // or write one byte past its end faults. ldmatrix/mma follow the PTX ISA fragment layouts
-// (written independently of the kernels). CTAs run in a shuffled order, either one at a time or concurrently
-// on `host threads` OS threads (each runs one CTA at a time; shared memory is thread_local), with the
-// cross-CTA operations mapped to C++ memory-order operations: atomicAdd/atomicExch are relaxed atomic RMWs
-// (__atomic builtins, as CUDA's are relaxed), __threadfence is a sequentially consistent fence. Under
+// (written independently of the kernels); so does the sm_90 warpgroup MMA (wgmma, asynchronous: see its
+// section). CTAs run in a shuffled order, either one at a time or concurrently on `host threads` OS threads
+// (each runs one CTA at a time; shared memory is thread_local), with the cross-CTA operations mapped to C++
+// memory-order operations: atomicAdd/atomicExch are relaxed atomic RMWs (__atomic builtins, as CUDA's are
+// relaxed), __threadfence is a sequentially consistent fence. Under
 // ThreadSanitizer (g++ -fsanitize=thread) fibers are announced with the TSan fiber API and each fence is also
 // a release + acquire on one global sync object: PTX fence.sc (what __threadfence compiles to) synchronizes
 // with every later fence.sc in the SC order, and TSan does not model standalone C++ fences itself. So a split-K
@@ -134,13 +135,37 @@ struct Fiber {
   unsigned wait_gen = 0;
   std::vector<Copy> open;                 // issued, not yet committed
   std::vector<std::vector<Copy>> groups;  // committed, not yet landed (LATE mode)
+  // fence.proxy.async bookkeeping (both modes): shared offsets of this thread's cp.async copies, by group; a
+  // fence covers only the copies already waited for (px_waited).
+  std::vector<size_t> px_open;
+  std::vector<std::vector<size_t>> px_groups;
+  std::vector<size_t> px_waited;
+  bool wgmma_fenced = false;  // has executed wgmma.fence
 };
 
 struct Slot {
-  int kind;  // 1 = ldmatrix, 2 = mma f16, 3 = mma bf16
+  int kind;  // 1 = ldmatrix, 2 = mma f16, 3 = mma bf16; warpgroup collectives: see kWg*
   const unsigned char* addr;
   uint32_t a[4], b[2];
   float c[4];
+  uint64_t desc;  // wgmma
+  float* d;       // wgmma: the thread's accumulator array
+};
+
+// One wgmma.mma_async in flight: its operands as snapshotted at issue (A registers, descriptor), each thread's
+// accumulator array and the accumulator value it started from (cin, known once its predecessor on the same
+// registers retired: need_cin).
+struct WgmmaOp {
+  bool bf16;
+  uint64_t desc;
+  uint32_t a[128][4];
+  float* d[128];
+  float cin[128][32];
+  bool need_cin[128];
+};
+struct Warpgroup {
+  std::vector<WgmmaOp> open;                 // issued, not yet committed
+  std::vector<std::vector<WgmmaOp>> groups;  // committed, not yet retired by wgmma.wait_group
 };
 
 enum Mode { kEarly = 0, kLate = 1 };
@@ -150,6 +175,8 @@ struct Cta {
   std::vector<Fiber> fibers;
   Barrier bar;
   Barrier warp_bar[32];
+  Barrier wg_bar[8];  // warpgroups (4 consecutive warps)
+  Warpgroup wg[8];
   Slot slots[1024];
   int cur = -1;
   ucontext_t sched{};
@@ -159,6 +186,9 @@ struct Cta {
   unsigned char* dyn = nullptr;
   size_t dyn_bytes = 0;
   std::vector<int> pending;  // per dynamic smem byte: cp.async copies in flight to it
+  std::vector<int> unfenced;  // per dynamic smem byte: 1 + the thread whose cp.async wrote it and has not fenced
+                              // (fence.proxy.async) since; 0 when the async proxy may read it
+  std::vector<unsigned char> async_view;  // dynamic shared memory as of the last fence.proxy.async by any thread
   std::function<void()> body;
 };
 
@@ -224,7 +254,10 @@ inline void fiber_exit() {
   if (!f.open.empty()) apply(f.open);
   f.open.clear();
   f.done = true;
-  Barrier* bars[2] = {&g_cta->bar, &g_cta->warp_bar[g_cta->cur / 32]};
+  Warpgroup& wg = g_cta->wg[g_cta->cur / 128];
+  if (!wg.open.empty() || !wg.groups.empty())
+    fail("thread exits with wgmma.mma_async still in flight (no wgmma.wait_group retired it)");
+  Barrier* bars[3] = {&g_cta->bar, &g_cta->warp_bar[g_cta->cur / 32], &g_cta->wg_bar[g_cta->cur / 128]};
   for (Barrier* b : bars) {
     --b->expected;
     if (b->arrived > 0 && b->arrived == b->expected) release(*b);
@@ -254,8 +287,11 @@ inline void run_cta(int nthreads, size_t dyn_bytes, unsigned char* dyn, const st
   cta->dyn = dyn;
   std::memset(dyn, 0xFF, dyn_bytes ? dyn_bytes : 16);
   cta->pending.assign(dyn_bytes ? dyn_bytes : 16, 0);
+  cta->unfenced.assign(dyn_bytes ? dyn_bytes : 16, 0);
+  cta->async_view.assign(dyn, dyn + (dyn_bytes ? dyn_bytes : 16));
   cta->bar.expected = nthreads;
   for (int w = 0; w < (nthreads + 31) / 32; ++w) cta->warp_bar[w].expected = std::min(32, nthreads - 32 * w);
+  for (int g = 0; g < (nthreads + 127) / 128; ++g) cta->wg_bar[g].expected = std::min(128, nthreads - 128 * g);
   cta->fibers.resize(static_cast<size_t>(nthreads));
   g_cta = cta;
 #if EMU_TSAN
@@ -319,6 +355,11 @@ inline void cp_async(void* dst, const void* src, int src_bytes) {
     check_global(src, 16, 16, "cp.async src");
     std::memcpy(c.data, src, static_cast<size_t>(src_bytes));
   }
+  {  // a generic-proxy write: the async proxy (wgmma) may read it only after this thread's fence.proxy.async
+    const size_t off = static_cast<size_t>(c.dst - g_cta->dyn);
+    for (size_t i = 0; i < 16; ++i) g_cta->unfenced[off + i] = g_cta->cur + 1;
+    self().px_open.push_back(off);
+  }
   if (g_mode == kEarly) {
     std::memcpy(c.dst, c.data, 16);
     return;
@@ -331,12 +372,18 @@ inline void commit() {
   Fiber& f = self();
   f.groups.push_back(std::move(f.open));
   f.open.clear();
+  f.px_groups.push_back(std::move(f.px_open));
+  f.px_open.clear();
 }
 inline void wait_group(int n) {
   Fiber& f = self();
   while (static_cast<int>(f.groups.size()) > n) {
     apply(f.groups.front());
     f.groups.erase(f.groups.begin());
+  }
+  while (static_cast<int>(f.px_groups.size()) > n) {
+    f.px_waited.insert(f.px_waited.end(), f.px_groups.front().begin(), f.px_groups.front().end());
+    f.px_groups.erase(f.px_groups.begin());
   }
 }
 
@@ -427,6 +474,247 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
   }
   collective_leave();
   for (int e = 0; e < 4; ++e) c[e] = d[e];
+}
+
+// ---- warpgroup MMA (wgmma, sm_90) ---------------------------------------------------------------------------------
+// From the PTX ISA, section 9.7.15 "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions". Only what
+// the kernels use is emulated: wgmma.mma_async.sync.aligned.m64n64k16.f32.{f16,bf16}.{f16,bf16} with A in
+// registers, B in shared memory through a descriptor (K-major, 128-byte swizzle), scale-d = 1, imm-scale-a/b = 1,
+// imm-trans-b = 0; wgmma.fence / commit_group / wait_group; fence.proxy.async.shared::cta.
+//
+// Register fragments (9.7.15.5.1.1.1 "Matrix Fragments for wgmma.mma_async.m64nNk16", Figures 148 and 149): warp
+// w = 0..3 of the warpgroup holds rows 16w..16w+15 of A and D; within the warp, with g = lane / 4, q = lane % 4,
+//   A (64 x 16, four .f16x2/.bf16x2 registers, elements a0..a7 low to high):
+//     a0,a1 (row 16w+g, k 2q, 2q+1)   a2,a3 (row 16w+g+8, k 2q, 2q+1)
+//     a4,a5 (row 16w+g, k 2q+8, 2q+9) a6,a7 (row 16w+g+8, k 2q+8, 2q+9)
+//   D (64 x N f32, N/2 registers d0..): d_i at row 16w + g + 8 ((i / 2) % 2), col 8 (i / 4) + 2q + (i % 2).
+// Matrix descriptor (9.7.15.5.1.2.2 "Matrix Descriptor Format"), encode(x) = (x & 0x3FFFF) >> 4:
+//   bits 13-0 encode(start address), 29-16 encode(leading dimension byte offset), 45-32 encode(stride dimension
+//   byte offset), 51-49 matrix base offset, 63-62 swizzle mode (0 none, 1 128-byte, 2 64-byte, 3 32-byte); the
+//   base offset is 0 when the swizzle pattern starts on its boundary (1024 bytes for the 128-byte swizzle).
+// Shared memory layout (9.7.15.5.1.2 "Shared Memory Matrix Layout", Table 38 and the K-major 128B swizzling figure):
+//   imm-trans-b = 0 means B is K-major; a 128B-swizzle K-major atom is 8 x 8 16-byte units = 8 rows (N) of 128 bytes
+//   (64 16-bit K values), 1024 bytes; unit j of row r lies at unit j ^ r of that row. Successive 8-row atoms along N
+//   are the stride byte offset apart. As the swizzle is a function of the address bits (bits 4-6 ^= bits 7-9 within
+//   a 1024-aligned pattern), a k16 slice further along K is addressed by advancing the start address by 32 bytes
+//   inside row 0 of the atom; the leading byte offset is not used (the k16 slice never leaves the 128-byte row;
+//   the tcgen05 twin of this table, 9.7.16.3.1.1, says so explicitly: "K-Major, swizzled layouts: not used,
+//   assumed to be 1"), so its value is not checked.
+// Emulation contract (what fails loudly): swizzle mode other than 128B, a non-zero base offset, reserved bits set,
+// a stride byte offset that is not a multiple of 1024, a start address outside row 0 of a 1024-aligned atom or
+// whose 32-byte k slice crosses the row, reads outside the dynamic shared memory, a descriptor that differs
+// between the threads. Shared dynamic memory offset 0 is taken to be 1024-byte aligned.
+//
+// Asynchrony (9.7.15.7 "Asynchronous wgmma Proxy Operations": wgmma.fence, commit_group, wait_group): at issue
+// the A registers and descriptor are snapshotted and the accumulator registers are poisoned (0xFF..: NaN) -
+// reading or writing them before the wgmma.wait_group that retires the op is undefined in PTX; a write is
+// reported at retirement. Shared memory is read, and D += A x B computed (in double from the exact operands,
+// rounded to float once per wgmma), only when wgmma.wait_group N retires the op's group, so a tile overwritten
+// before the wait gives wrong results. Ops chained on the same accumulator (no wait in between) take their
+// predecessor's result.
+// Proxy rule (9.7.15.4 "Async Proxy": wgmma runs in the async proxy, ordered after generic-proxy writes only by
+// fence.proxy.async; its completion implies the fence back to the generic proxy): shared bytes written by
+// cp.async (generic proxy) may be read by wgmma only after the writing thread executed fence.proxy.async after
+// waiting for that copy (and, for other threads' wgmmas, a barrier: the shuffled fiber order exposes a missing
+// one). Checked at issue and again at retirement. Plain C++ stores to shared memory cannot be attributed to a
+// thread: for them only "some thread executed fence.proxy.async after the store" is checked (a wgmma that reads a
+// byte differing from the memory as of the last fence by any thread fails).
+// wgmma.fence (9.7.15.7.1): only "every thread executed one before its first wgmma in the CTA" is checked, not the
+// rule that one must separate other accesses of the A or accumulator registers from a later wgmma (accumulator
+// chains of the same shape need none). Rewriting the A source registers while the op is in flight is not
+// detected (the op uses its issue-time snapshot).
+constexpr int kWgF16 = 16, kWgBf16 = 17, kWgCommit = 18, kWgWait = 32;  // kWgWait + N
+
+inline bool is_wg_leader() { return g_cta->cur % 128 == 0; }
+
+inline void wg_enter(int kind, const char* op) {
+  const int t = g_cta->cur, g = t / 128;
+  Barrier& b = g_cta->wg_bar[g];
+  if (b.expected != 128)
+    fail("%s: warpgroup collective with exited threads (%d of 128 of warpgroup %d live)", op, b.expected, g);
+  g_cta->slots[t].kind = kind;
+  arrive(b);
+  if (b.expected != 128) fail("%s: a thread of warpgroup %d exited instead of joining the collective", op, g);
+  for (int l = 0; l < 128; ++l)
+    if (g_cta->slots[g * 128 + l].kind != kind)
+      fail("%s: divergent warpgroup collective: thread %d of warpgroup %d is at kind %d, this one at %d", op, l, g,
+           g_cta->slots[g * 128 + l].kind, kind);
+}
+inline void wg_leave() { arrive(g_cta->wg_bar[g_cta->cur / 128]); }
+
+struct WgmmaB {
+  uint32_t start, sbo;
+};
+
+// Decodes and validates a descriptor against the supported case (see above).
+inline WgmmaB wgmma_decode(uint64_t desc, const char* op) {
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+  const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7), mode = static_cast<unsigned>(desc >> 62);
+  const uint64_t reserved = (3ull << 14) | (3ull << 30) | (7ull << 46) | (0x3FFull << 52);
+  if (mode != 1) fail("%s: descriptor swizzle mode %u not emulated (only 1 = 128-byte swizzle)", op, mode);
+  if (base_offset != 0) fail("%s: descriptor base offset %u not emulated (only 0)", op, base_offset);
+  if (desc & reserved) fail("%s: descriptor reserved bits set (0x%016llx)", op, static_cast<unsigned long long>(desc));
+  if (sbo == 0 || sbo % 1024 != 0)
+    fail("%s: stride byte offset %u is not a multiple of the 1024-byte 128B-swizzle atom", op, sbo);
+  if (start % 1024 >= 128)
+    fail("%s: start address %u is not in row 0 of a 1024-byte-aligned swizzle atom (base offset 0)", op, start);
+  if (start % 128 + 32 > 128)
+    fail("%s: start address %u: the k16 slice (32 bytes) crosses the 128-byte row", op, start);
+  return {start, sbo};
+}
+
+// Shared offset of element (n, k) of the k16 x N64 B operand, K-major 128-byte swizzle.
+inline size_t wgmma_b_offset(const WgmmaB& b, int n, int k) {
+  const uint32_t a = b.start + static_cast<uint32_t>(n / 8) * b.sbo + static_cast<uint32_t>(n % 8) * 128 +
+                     static_cast<uint32_t>(2 * k);
+  return a ^ (((a >> 7) & 7) << 4);
+}
+
+// The async proxy may read these bytes now: in range, landed (LATE), fenced after their cp.async.
+inline void wgmma_check_b(const WgmmaB& b, const char* op) {
+  for (int n = 0; n < 64; ++n)
+    for (int k = 0; k < 16; ++k) {
+      const size_t off = wgmma_b_offset(b, n, k);
+      if (off + 2 > g_cta->dyn_bytes)
+        fail("%s: B element (n %d, k %d) at shared offset %zu outside the %zu dynamic bytes", op, n, k, off,
+             g_cta->dyn_bytes);
+      for (size_t i = off; i < off + 2; ++i) {
+        if (g_mode == kLate && g_cta->pending[i] != 0)
+          fail("%s reads shared bytes whose cp.async has not been waited for (offset %zu)", op, i);
+        if (g_cta->unfenced[i] != 0)
+          fail("%s reads shared offset %zu written by thread %d's cp.async without that thread's fence.proxy.async "
+               "after the wait (missing fence, or the tile was rewritten while the wgmma was in flight)",
+               op, i, g_cta->unfenced[i] - 1);
+        if (g_cta->dyn[i] != g_cta->async_view[i])
+          fail("%s reads shared offset %zu, stored to by the generic proxy after the last fence.proxy.async of any "
+               "thread (missing fence, or the tile was rewritten while the wgmma was in flight)", op, i);
+      }
+    }
+}
+
+template <typename T>
+inline void wgmma_issue(float (&d)[32], const uint32_t (&a)[4], uint64_t desc) {
+  const char* op = std::is_same<T, __half>::value ? "wgmma.mma_async m64n64k16 f16" : "wgmma.mma_async m64n64k16 bf16";
+  const int t = g_cta->cur, g = t / 128;
+  if (!self().wgmma_fenced) fail("%s issued by a thread that has not executed wgmma.fence before", op);
+  Slot& s = g_cta->slots[t];
+  for (int i = 0; i < 4; ++i) s.a[i] = a[i];
+  s.desc = desc;
+  s.d = d;
+  wg_enter(std::is_same<T, __half>::value ? kWgF16 : kWgBf16, op);
+  if (is_wg_leader()) {
+    const WgmmaB b = wgmma_decode(desc, op);
+    wgmma_check_b(b, op);
+    Warpgroup& wg = g_cta->wg[g];
+    WgmmaOp o;
+    o.bf16 = !std::is_same<T, __half>::value;
+    o.desc = desc;
+    for (int l = 0; l < 128; ++l) {
+      const Slot& sl = g_cta->slots[g * 128 + l];
+      if (sl.desc != desc) fail("%s: thread %d passes descriptor 0x%llx, thread 0 0x%llx", op, l,
+                                static_cast<unsigned long long>(sl.desc), static_cast<unsigned long long>(desc));
+      if (!g_cta->fibers[static_cast<size_t>(g * 128 + l)].wgmma_fenced)
+        fail("%s issued while thread %d has not executed wgmma.fence before", op, l);
+      for (int i = 0; i < 4; ++i) o.a[l][i] = sl.a[i];
+      o.d[l] = sl.d;
+      // Chained on an op in flight with the same accumulator: its input is that op's result.
+      bool chained = false;
+      for (const auto& grp : wg.groups)
+        for (const WgmmaOp& p : grp) chained = chained || p.d[l] == sl.d;
+      for (const WgmmaOp& p : wg.open) chained = chained || p.d[l] == sl.d;
+      o.need_cin[l] = chained;
+      if (!chained) {
+        std::memcpy(o.cin[l], sl.d, sizeof(o.cin[l]));
+        std::memset(sl.d, 0xFF, sizeof(o.cin[l]));
+      }
+    }
+    wg.open.push_back(o);
+  }
+  wg_leave();
+}
+
+inline void wgmma_retire(WgmmaOp& o, Warpgroup& wg) {
+  const char* op = o.bf16 ? "wgmma.mma_async m64n64k16 bf16 (retiring)" : "wgmma.mma_async m64n64k16 f16 (retiring)";
+  const WgmmaB b = wgmma_decode(o.desc, op);
+  wgmma_check_b(b, op);
+  const auto val = [&](uint16_t bits) { return o.bf16 ? to_float<__nv_bfloat16>(bits) : to_float<__half>(bits); };
+  double A[64][16], B[16][64];
+  for (int l = 0; l < 128; ++l) {
+    const int w = l / 32, gq = (l % 32) / 4, q = l % 4;
+    for (int reg = 0; reg < 4; ++reg)
+      for (int h = 0; h < 2; ++h)
+        A[16 * w + gq + 8 * (reg & 1)][2 * q + h + 8 * (reg >> 1)] =
+            val(static_cast<uint16_t>(o.a[l][reg] >> (16 * h)));
+  }
+  for (int n = 0; n < 64; ++n)
+    for (int k = 0; k < 16; ++k) {
+      uint16_t bits;
+      std::memcpy(&bits, g_cta->dyn + wgmma_b_offset(b, n, k), 2);
+      B[k][n] = val(bits);
+    }
+  for (int l = 0; l < 128; ++l) {
+    const uint32_t poison = 0xFFFFFFFFu;
+    for (int i = 0; i < 32; ++i)
+      if (std::memcmp(&o.d[l][i], &poison, 4) != 0)
+        fail("%s: thread %d wrote accumulator register d%d while its wgmma was in flight", op, l, i);
+    const int w = l / 32, gq = (l % 32) / 4, q = l % 4;
+    float out[32];
+    for (int i = 0; i < 32; ++i) {
+      const int row = 16 * w + gq + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * q + (i % 2);
+      double acc = o.cin[l][i];
+      for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+      out[i] = static_cast<float>(acc);
+    }
+    // The next op in flight on the same registers starts from this result; else the registers receive it.
+    WgmmaOp* next = nullptr;
+    for (auto& grp : wg.groups)
+      for (WgmmaOp& p : grp)
+        if (next == nullptr && &p != &o && p.d[l] == o.d[l] && p.need_cin[l]) next = &p;
+    for (WgmmaOp& p : wg.open)
+      if (next == nullptr && p.d[l] == o.d[l] && p.need_cin[l]) next = &p;
+    if (next != nullptr) {
+      std::memcpy(next->cin[l], out, sizeof(out));
+      next->need_cin[l] = false;
+    } else {
+      std::memcpy(o.d[l], out, sizeof(out));
+    }
+  }
+}
+
+inline void wgmma_fence() { self().wgmma_fenced = true; }
+
+inline void wgmma_commit() {
+  wg_enter(kWgCommit, "wgmma.commit_group");
+  if (is_wg_leader()) {
+    Warpgroup& wg = g_cta->wg[g_cta->cur / 128];
+    wg.groups.push_back(std::move(wg.open));
+    wg.open.clear();
+  }
+  wg_leave();
+}
+
+inline void wgmma_wait(int n) {
+  wg_enter(kWgWait + n, "wgmma.wait_group");
+  if (is_wg_leader()) {
+    Warpgroup& wg = g_cta->wg[g_cta->cur / 128];
+    while (static_cast<int>(wg.groups.size()) > n) {
+      for (WgmmaOp& o : wg.groups.front()) wgmma_retire(o, wg);
+      wg.groups.erase(wg.groups.begin());
+    }
+  }
+  wg_leave();
+}
+
+// fence.proxy.async.shared::cta: this thread's cp.async writes that it has waited for become visible to the async
+// proxy (bytes rewritten since by another thread keep that thread's mark); plain stores by anyone so far too.
+inline void fence_proxy_async() {
+  Fiber& f = self();
+  for (size_t off : f.px_waited)
+    for (size_t i = off; i < off + 16; ++i)
+      if (g_cta->unfenced[i] == g_cta->cur + 1) g_cta->unfenced[i] = 0;
+  f.px_waited.clear();
+  std::memcpy(g_cta->async_view.data(), g_cta->dyn, g_cta->async_view.size());
 }
 
 // ---- launch -----------------------------------------------------------------------------------------------------

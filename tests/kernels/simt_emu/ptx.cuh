@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <cstring>
 
+// The emulated wgmma ops below stand for the sm_90a build (csrc/ptx.cuh defines this per target).
+#define AWQ_WGMMA 1
+
 namespace awq {
 
 // A 32-bit shared address is the offset into the CTA's dynamic shared memory (the only shared memory the kernels
@@ -36,6 +39,25 @@ inline uint32_t ld_shared_u32(uint32_t smem) { return emu::ld_shared_u32(smem_pt
 template <typename T>
 inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   emu::mma<T>(c, a, b0, b1);
+}
+
+// wgmma (sm_90): the matrix descriptor per PTX ISA 9.7.15.5.1.2.2, encode(x) = (x & 0x3FFFF) >> 4: start address in
+// bits 13-0, leading byte offset 1 (unused by the K-major 128B-swizzled layout) in 29-16, stride byte offset 1024
+// (8 rows of 128 bytes) in 45-32, base offset 0, swizzle mode 1 (128-byte) in 63-62. The ops are in emu_runtime.h.
+inline uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
+  const auto enc = [](uint32_t x) { return static_cast<uint64_t>((x & 0x3FFFFu) >> 4); };
+  return enc(smem_addr) | (1ull << 16) | (enc(1024) << 32) | (1ull << 62);
+}
+inline void wgmma_fence() { emu::wgmma_fence(); }
+inline void wgmma_commit() { emu::wgmma_commit(); }
+template <int N>
+inline void wgmma_wait() {
+  emu::wgmma_wait(N);
+}
+inline void fence_proxy_async_shared() { emu::fence_proxy_async(); }
+template <typename T>
+inline void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
+  emu::wgmma_issue<T>(d, a, desc_b);
 }
 
 template <int LUT>
