@@ -19,7 +19,8 @@ Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, i
   const detail::SplitPlan sp =
       detail::plan_splits(tiles, units, (kGemmMinKTilesPerSplit + per_group - 1) / per_group, sms, per_sm, t.inflight_bytes,
                           static_cast<double>(n_pad) * k_pad / 2, static_cast<double>(m) * n_pad * 4,
-                          2.0 * ((m + t.bm - 1) / t.bm * t.bm) * n_pad * k_pad, split_request);  // mma: padded rows too
+                          2.0 * ((m + t.bm - 1) / t.bm * t.bm) * n_pad * k_pad / (wgmma ? kWgmmaOverMmaSync : 1),
+                          split_request);  // mma: padded rows too, in mma.sync-equivalent FLOPs
   return detail::to_plan(sp, m, n_pad, tiles);
 }
 

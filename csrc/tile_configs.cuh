@@ -95,6 +95,8 @@ constexpr int kInflightTargetPerSm = 36 * 1024;
 // dense rate, an assumption of awq_ext/bench/static_model.py) over its 4.8 TB/s. The planner weighs a tile's mma
 // work against its weight traffic with it (H100 / A100: ~148 / ~153, so the target's value is the cautious one).
 constexpr int kMmaFlopsPerHbmByte = 103;
+// wgmma reaches the dense rate, mma.sync (the constant above) half of it: the wgmma tile's FLOPs weigh half.
+constexpr int kWgmmaOverMmaSync = 2;
 // Shared memory the runtime reserves per resident block (cudaDevAttrReservedSharedMemoryPerBlock on sm_80/90),
 // and an allowance for the kernels' static shared memory besides the stage ring (the split-K flag of
 // splitk.cuh); the static model checks the planned residency against the compiled kernels' real usage.

@@ -55,6 +55,7 @@ class CsrcConstants:
     max_splits: int
     inflight_target_per_sm: int          # kInflightTargetPerSm: the bytes in flight per SM a plan aims for
     mma_flops_per_hbm_byte: int          # kMmaFlopsPerHbmByte: how the planner weighs mma work against traffic
+    wgmma_over_mma_sync: int             # kWgmmaOverMmaSync: the wgmma tile's FLOPs weigh 1 / this
     reserved_smem_per_cta: int
     static_smem_allowance: int
     fallback_sms: int
@@ -114,7 +115,8 @@ def read_constants(csrc: Path) -> CsrcConstants:
     _check_mirrored(text)
     return CsrcConstants(tiles, get("kGemvWarps"), get("kGemvStrip"), get("kGemvChunk"), get("kGemvMaxM"),
                          get("kDequantThreads"), get("kGemmMinKTilesPerSplit"), get("kMaxSplits"),
-                         get("kInflightTargetPerSm"), get("kMmaFlopsPerHbmByte"), get("kReservedSmemPerCta"),
+                         get("kInflightTargetPerSm"), get("kMmaFlopsPerHbmByte"), get("kWgmmaOverMmaSync"),
+                         get("kReservedSmemPerCta"),
                          get("kStaticSmemAllowance"), get("kFallbackSms"), get("kFallbackSmemPerSm"))
 
 
@@ -273,7 +275,8 @@ def gemm_launch(c: CsrcConstants, m: int, n: int, k: int, group_size: int, sms: 
     per_sm = resident_ctas(c, tile.min_ctas, gemm_dynamic_smem(tile, gptq_r) + c.static_smem_allowance, smem_per_sm)
     plan = plan_splits(c, tiles, -(-ktiles // per_group), -(-c.gemm_min_ktiles_per_split // per_group), sms, per_sm,
                        gemm_inflight_bytes(tile), n_pad * k_pad / 2, float(m) * n_pad * 4,
-                       2.0 * (-(-m // tile.bm) * tile.bm) * n_pad * k_pad, split_request)
+                       2.0 * (-(-m // tile.bm) * tile.bm) * n_pad * k_pad / (c.wgmma_over_mma_sync if wgmma else 1),
+                       split_request)
     return Launch("gemm", tile.name, (-(-n_pad // tile.bn), -(-m // tile.bm), plan.splits), tile.threads, plan, ktiles)
 
 

@@ -242,11 +242,12 @@ def test_plans_match_the_static_model_mirror(driver, tmp_path):
 
     c = static_launch.read_constants(CSRC)
     cases = [(path, m, n, k, g, sms, smem, gidx, req)
-             for path in (0, 1) for m in (1, 2, 3, 5, 8, 16, 17, 32, 64, 65, 200)
+             for path in (0, 1, 2) for m in (1, 2, 3, 5, 8, 16, 17, 32, 64, 65, 200)
              for n, k in ((4096, 11008), (11008, 4096), (136, 2048), (40, 320), (28672, 8192))
-             for g in ((64, 128) if path == 1 else (64,))
+             for g in ((64, 128) if path >= 1 else (64,))
              for sms, smem in ((132, 233472), (108, 167936), (4, 233472), (0, 0), (46, 102400))
-             for gidx in (0, 1) for req in (0, 3) if (path == 1 or m <= 8) and (gidx or k % g == 0)]
+             for gidx in (0, 1) for req in (0, 3)
+             if (path == 1 or (path == 0 and m <= 8) or (path == 2 and not gidx)) and (gidx or k % g == 0)]
     (tmp_path / "plans.txt").write_text("".join(" ".join(map(str, cs)) + "\n" for cs in cases))
     r = subprocess.run([str(driver), "--plans", str(tmp_path / "plans.txt")], capture_output=True, text=True,
                        timeout=120, check=True)
@@ -254,10 +255,10 @@ def test_plans_match_the_static_model_mirror(driver, tmp_path):
     assert len(lines) == len(cases)
     for (path, m, n, k, g, sms, smem, gidx, req), line in zip(cases, lines):
         launch = (static_launch.gemv_launch(c, m, n, k, sms, smem, bool(gidx), split_request=req) if path == 0 else
-                  static_launch.gemm_launch(c, m, n, k, g, sms, smem, bool(gidx), split_request=req))
+                  static_launch.gemm_launch(c, m, n, k, g, sms, smem, bool(gidx), split_request=req, wgmma=path == 2))
         p = launch.plan
         n_pad = -(-n // 16) * 16
-        tiles = launch.grid[0] * (launch.grid[1] if path == 1 else 1)  # GEMM: N x M tiles; GEMV: strips
+        tiles = launch.grid[0] * (launch.grid[1] if path >= 1 else 1)  # GEMM: N x M tiles; GEMV: strips
         want = (p.splits, p.splits * m * n_pad if p.splits > 1 else 0, tiles if p.splits > 1 else 0, p.ctas_per_sm,
                 p.wave_efficiency, p.bytes_in_flight_per_sm)
         splits, floats, counters, per_sm, eff, inflight = line.split()

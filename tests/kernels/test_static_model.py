@@ -283,6 +283,7 @@ def _consts(tmp_path: Path, chunk: str = "4") -> static_launch.CsrcConstants:
         constexpr int kGemvInflightBytes = kGemvWarps * kGemvChunk * 512;
         constexpr int kInflightTargetPerSm = 36 * 1024;
         constexpr int kMmaFlopsPerHbmByte = 103;
+        constexpr int kWgmmaOverMmaSync = 2;
         constexpr int kReservedSmemPerCta = 1024;
         constexpr int kStaticSmemAllowance = 16;
         constexpr int kGemmMinKTilesPerSplit = 4;

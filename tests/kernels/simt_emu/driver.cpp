@@ -53,16 +53,17 @@ void* load(const std::string& path, size_t bytes) {
 
 }  // namespace
 
-// driver --plans FILE: one line "path m n k group_size sms smem_per_sm gidx split_request" per case (path 0 = GEMV, 1 = GEMM);
+// driver --plans FILE: one line "path m n k group_size sms smem_per_sm gidx split_request" per case (path 0 = GEMV,
+// 1 = GEMM, 2 = its wgmma variant);
 // prints the plan_gemv / plan_gemm result per line, for the static model's mirror to reproduce.
 int print_plans(const char* file) {
   std::ifstream f(file);
   int path, m, n, k, gs, sms, smem, gidx, request;
   while (f >> path >> m >> n >> k >> gs >> sms >> smem >> gidx >> request) {
     const int n_pad = (n + 15) / 16 * 16, k_pad = (k + 63) / 64 * 64;
-    const awq::Device dev{sms, smem};
+    const awq::Device dev{sms, smem, path == 2 ? 1 : 0};
     const awq::Plan p = path == 0 ? awq::plan_gemv(m, n_pad, k_pad, dev, request, gidx != 0)
-                                  : awq::plan_gemm(m, n_pad, k_pad, gs, dev, request, gidx != 0);
+                                  : awq::plan_gemm(m, n_pad, k_pad, gs, dev, request, gidx != 0, path == 2);
     std::printf("%d %zu %d %d %.17g %.17g\n", p.splits, p.partial_floats, p.counters, p.ctas_per_sm, p.wave_efficiency,
                 p.bytes_in_flight_per_sm);
   }
