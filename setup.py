@@ -25,7 +25,7 @@ def _cuda_build() -> dict:
     from awq_ext import kernels
 
     kernels.prepare_toolkit()
-    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and kernels.default_arch_list() is not None:
         os.environ["TORCH_CUDA_ARCH_LIST"] = kernels.default_arch_list()
     ext = CUDAExtension(
         name="awq_ext._C",

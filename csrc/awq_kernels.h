@@ -72,9 +72,11 @@ Plan plan_gemm(int m, int n_pad, int k_pad, int group_size, const Device& dev, i
 int w4a16_gemm(const W4Args& args, cudaStream_t stream);
 int w4a16_gemm_gptq_r(const W4Args& args, cudaStream_t stream);
 // The Hopper variant (AWQ layouts, any m; tuned for 33..64): wgmma with the dequantized weights as the register
-// operand. Only where wgmma_available(device) (an sm_90 GPU and an arch=compute_90a build; it runs a 1-thread
-// probe kernel and synchronizes `stream`: query it once per device, into Device::wgmma); elsewhere kErrNoWgmma.
-int wgmma_available(int device, cudaStream_t stream);
+// operand. Only where wgmma_available(device) is 1: an sm_90 GPU and an arch=compute_90a build. It runs a 1-thread
+// probe kernel writing `flag` (one int of device memory the caller provides) and synchronizes `stream`: query it
+// once per device, into Device::wgmma. 0: definitely not; -1: a CUDA error (last_cuda_error), ask again later.
+// Elsewhere w4a16_gemm_wgmma returns kErrNoWgmma.
+int wgmma_available(int device, int* flag, cudaStream_t stream);
 int w4a16_gemm_wgmma(const W4Args& args, const Device& dev, cudaStream_t stream);
 
 // Bandwidth-bound GEMV for m <= kGemvMaxM. g_idx != null selects the GPTQ-R variant (plan with gptq_r = true:

@@ -141,9 +141,16 @@ bool wgmma_support(int device, cudaStream_t stream, const Problem& pb) {
   C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   TORCH_CHECK(capture == cudaStreamCaptureStatusNone, pb.where(), ": the first wgmma call on a device probes it "
               "(a stream sync); call the op once outside the CUDA-graph capture (graph warm-up does)");
-  const bool ok = awq::wgmma_available(device, stream) != 0;
-  (*cache)[device] = ok;
-  return ok;
+  C10_CUDA_CHECK(cudaPeekAtLastError());  // an earlier error is reported as itself, not as "no wgmma"
+  // the flag comes from torch's caching allocator: no cudaMalloc (which would disturb another stream's capture)
+  at::Tensor flag = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, device));
+  const int rc = awq::wgmma_available(device, flag.data_ptr<int>(), stream);
+  if (rc < 0) {  // a CUDA error: reported, and not cached (a later call probes again)
+    const cudaError_t e = awq::last_cuda_error();
+    TORCH_CHECK(false, pb.where(), ": probing the device for wgmma failed: ", cudaGetErrorString(e));
+  }
+  (*cache)[device] = rc == 1;
+  return rc == 1;
 }
 
 // Split-K tile counters (int32, all zero between launches: the last CTA of each tile resets its counter, so a

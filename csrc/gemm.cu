@@ -48,21 +48,19 @@ static int dispatch_group_wgmma(const W4Args& a, cudaStream_t stream) {
 // arch=compute_90a build (an sm_90 GPU) has it (ptx.cuh AWQ_WGMMA); elsewhere the wgmma launcher is refused.
 __global__ void wgmma_probe_kernel(int* out) { *out = AWQ_WGMMA; }
 
-int wgmma_available(int device, cudaStream_t stream) {
+int wgmma_available(int device, int* flag, cudaStream_t stream) {
   int major = 0, minor = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess || major != 9 ||
-      minor != 0)
-    return 0;
-  int* flag = nullptr;
+  if (detail::capture(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) != kOk ||
+      detail::capture(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device)) != kOk)
+    return -1;
+  if (major != 9 || minor != 0) return 0;
   int host = 0;
-  if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) return 0;
   wgmma_probe_kernel<<<1, 1, 0, stream>>>(flag);
-  const bool ok = cudaGetLastError() == cudaSuccess &&
-                  cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream) == cudaSuccess &&
-                  cudaStreamSynchronize(stream) == cudaSuccess;
-  cudaFree(flag);
-  return ok ? host : 0;
+  if (detail::capture(cudaPeekAtLastError()) != kOk ||
+      detail::capture(cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream)) != kOk ||
+      detail::capture(cudaStreamSynchronize(stream)) != kOk)
+    return -1;
+  return host == 1 ? 1 : 0;
 }
 
 int w4a16_gemm_wgmma(const W4Args& a, const Device& dev, cudaStream_t stream) {

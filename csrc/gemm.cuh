@@ -257,11 +257,15 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
           af[j][2] = b[1];
           af[j][3] = b[3];
         }
+#pragma unroll
+        for (int j = 0; j < NT16; ++j) wgmma_fence_operand(wacc[j]);
         wgmma_fence();
-        const uint64_t desc = wgmma_desc_sw128(st + kk * 32);
+        const uint64_t desc = wgmma_desc_sw128(sbase + st + kk * 32);  // st: the slot offset from sbase
 #pragma unroll
         for (int j = 0; j < NT16; ++j) wgmma_m64n64k16_rs<T>(wacc[j], af[j], desc);
         wgmma_commit();
+#pragma unroll
+        for (int j = 0; j < NT16; ++j) wgmma_fence_operand(wacc[j]);
       } else {
         uint32_t a[MT][4];
 #pragma unroll
@@ -313,6 +317,8 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
     if constexpr (WG) {
       fence_proxy_async_shared();  // this thread's landed copies, visible to wgmma's async proxy after the barrier
       wgmma_wait<0>();             // tile i-1's wgmmas have read their slot, which is refilled below
+#pragma unroll
+      for (int j = 0; j < NT16; ++j) wgmma_fence_operand(wacc[j]);
     }
     __syncthreads();  // tile i landed for every thread; everyone finished computing tile i-1
     const int next = i + STAGES - 1;
@@ -338,7 +344,11 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
   for (int s = 0; s < TURN - 1; ++s)
     if (i0 + s < nk) step(i0 + s, s);
   cp_async_wait<0>();
-  if constexpr (WG) wgmma_wait<0>();  // the last tile's accumulators
+  if constexpr (WG) {
+    wgmma_wait<0>();  // the last tile's accumulators
+#pragma unroll
+    for (int j = 0; j < NT16; ++j) wgmma_fence_operand(wacc[j]);
+  }
 
   const bool split = p.splits > 1;
   T* C = static_cast<T*>(p.c);
@@ -415,6 +425,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
 template <typename T, typename Tile, int G, bool GIDX>
 int launch_gemm_tile(const W4Args& a, cudaStream_t stream) {
   using L = StageLayout<Tile, GIDX>;
+  static_assert(L::kTotalBytes + kStaticSmemAllowance <= kMinOptinSmemPerBlock, "tile too large for sm_86/sm_89");
   auto kernel = w4a16_gemm_kernel<T, Tile, G, GIDX>;
   if (L::kTotalBytes > 48 * 1024) {
     const int rc = detail::capture(

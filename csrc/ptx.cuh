@@ -205,6 +205,13 @@ __device__ __forceinline__ void wgmma_wait() {
 #endif
 }
 
+// Why: an empty asm that reads and writes every accumulator keeps the compiler from moving an access to them across
+// a wgmma fence or wait: between issue and wait_group they belong to the asynchronous MMA.
+__device__ __forceinline__ void wgmma_fence_operand(float (&d)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
 // Why: cp.async writes shared memory through the generic proxy, wgmma reads it through the async proxy; the writer
 // makes its completed copies visible to the async proxy with this fence (then a barrier orders all writers).
 __device__ __forceinline__ void fence_proxy_async_shared() {

@@ -51,11 +51,11 @@ using TileM64 = GemmTile<64, 128, 2, 2, 5, 2>;
 //   swizzled B descriptor) keep 4 x 4 KB of weights in flight per CTA, 2 CTAs per SM planned (MIN_CTAS 2).
 using TileM64W = GemmTile<64, 128, 1, 4, 5, 2, true>;
 // m > 64 (prefill up to the cuBLAS crossover): 2x4 warps of 64x32 (64 accumulators/thread, no spills);
-//   5 stages x 21 KB = 105 KB (above the 48 KB default: the launcher raises the dynamic smem limit; sm_80's 164 KB
-//   hold it), so 4 x 4 KB = 16 KB of weights are in flight: at 3 stages (8 KB) the static model had the tile
-//   starved of bandwidth at M = 128 (1.3 TB/s by Little's law), now it is bound by its mma work there.
+//   4 stages x 21 KB = 84 KB (above the 48 KB default: the launcher raises the dynamic smem limit; 5 stages would
+//   exceed the 99 KB per-block opt-in of sm_86/sm_89), so 3 x 4 KB = 12 KB of weights are in flight: at 3 stages
+//   (8 KB) the static model had the tile starved of bandwidth at M = 128 (1.3 TB/s by Little's law).
 //   MIN_CTAS 1: at 2 CTAs/SM ptxas caps it at 128 registers and spills on sm_90 (test_sass.py caught it).
-using TileM128 = GemmTile<128, 128, 2, 4, 5, 1>;
+using TileM128 = GemmTile<128, 128, 2, 4, 4, 1>;
 
 // GEMV (m <= 8): 8 warps per CTA all on one 64-column strip; each lane streams one 16-byte word group per
 // k16 row (a warp reads 512 contiguous bytes) and loads a chunk of kGemvChunk of them before using any; a CTA
@@ -102,6 +102,9 @@ constexpr int kWgmmaOverMmaSync = 2;
 // splitk.cuh); the static model checks the planned residency against the compiled kernels' real usage.
 constexpr int kReservedSmemPerCta = 1024;
 constexpr int kStaticSmemAllowance = 16;
+// The smallest per-block shared memory opt-in of the GPUs the kernels build for (sm_86 / sm_89: 99 KB; sm_80 and
+// sm_90: 163 / 227 KB): every tile must fit it, or its launch fails on those GPUs.
+constexpr int kMinOptinSmemPerBlock = 99 * 1024;
 
 // Split-K (at most kMaxSplits, awq_kernels.h; the count is chosen by detail::plan_splits from the device):
 // never give a GEMM slice fewer than this many BK steps (nor a GEMV slice fewer chunks than it has warps).

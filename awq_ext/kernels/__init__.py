@@ -148,24 +148,28 @@ def _bundled_cuda_include() -> list[str]:
     return found
 
 
-def default_arch_list() -> str:
-    """The visible GPUs' architectures, sm_90 as 9.0a (the wgmma variant needs the arch-specific target; its
-    cubin runs on sm_90 only), or DEFAULT_ARCH_LIST when no GPU is visible."""
+def default_arch_list() -> str | None:
+    """The TORCH_CUDA_ARCH_LIST a build uses when none is set: DEFAULT_ARCH_LIST without a visible GPU; with an sm_90
+    GPU visible, the visible architectures with 9.0 as 9.0a (the wgmma variant needs the arch-specific target; its
+    cubin runs on sm_90 only); else None, torch's own default (the visible GPUs, with PTX for the newest)."""
     import torch
 
     if not torch.cuda.is_available():
         return DEFAULT_ARCH_LIST
     caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    if (9, 0) not in caps:
+        return None
     return ";".join(f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "") for major, minor in caps)
 
 
 @contextlib.contextmanager
 def arch_list_for_build() -> Iterator[None]:
     """Build for TORCH_CUDA_ARCH_LIST when set, else for :func:`default_arch_list`."""
-    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+    arch_list = None if os.environ.get("TORCH_CUDA_ARCH_LIST") else default_arch_list()
+    if arch_list is None:
         yield
         return
-    os.environ["TORCH_CUDA_ARCH_LIST"] = default_arch_list()
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
     try:
         yield
     finally:

@@ -30,10 +30,10 @@ from awq_ext.errors import AWQInputError
 # M = 1 as well, for its headroom (derive_dispatch's tie rule); the GEMV stays callable (path="gemv") and the GPU
 # suite times it. M 17-32 run the M32 tile (~0.16 ins/B, 6.5 TB/s). Above M = 64 the M128 tile is bound by
 # mma.sync at half of Hopper's tensor rate (0.97 TB/s of weights) while cuBLAS reaches the full rate through
-# wgmma: at M = 256 the two are a tie (GEMM 50.1 / 51.3 us, dequantize + cuBLAS 51.2 us on the two 7B shapes), at
-# M = 512 dequantize + cuBLAS is ahead (74 us against 98-101).
+# wgmma: at M = 128 the GEMM is ahead (0.81x ideal FP16 against 0.46x), at M = 256 dequantize + cuBLAS (0.49x
+# against 0.46-0.51x on the two 7B shapes).
 DISPATCH_TABLE: tuple[tuple[int, str], ...] = (
-    (256, "gemm"),
+    (128, "gemm"),
     (sys.maxsize, "dequant_cublas"),
 )
 GEMV_MAX_M = 8  # the largest M the GEMV kernel takes (kGemvMaxM in csrc/awq_kernels.h)

@@ -19,8 +19,8 @@ def test_table_is_ordered_and_total():
     limits = [m for m, _ in DISPATCH_TABLE]
     assert limits == sorted(limits) and limits[-1] == sys.maxsize
     assert all(p in PATHS for _, p in DISPATCH_TABLE)
-    assert choose_path(1) == "gemm" and choose_path(32) == "gemm" and choose_path(256) == "gemm"
-    assert choose_path(257) == "dequant_cublas"
+    assert choose_path(1) == "gemm" and choose_path(32) == "gemm" and choose_path(128) == "gemm"
+    assert choose_path(129) == "dequant_cublas"
     assert choose_path(10**6) == "dequant_cublas"
     with pytest.raises(AWQInputError):
         choose_path(0)

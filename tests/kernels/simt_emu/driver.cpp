@@ -25,8 +25,7 @@ cudaError_t cudaGetLastError(void) {
 const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated launch error"; }
 // wgmma_available (gemm.cu) probes a GPU; the driver states the emulated device's support in awq::Device instead.
 cudaError_t cudaDeviceGetAttribute(int*, cudaDeviceAttr, int) { return cudaErrorNotSupported; }
-cudaError_t cudaMalloc(void**, size_t) { return cudaErrorNotSupported; }
-cudaError_t cudaFree(void*) { return cudaSuccess; }
+cudaError_t cudaPeekAtLastError(void) { return emu::g_last_error; }
 cudaError_t cudaMemcpyAsync(void*, const void*, size_t, cudaMemcpyKind, cudaStream_t) { return cudaErrorNotSupported; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaErrorNotSupported; }
 }

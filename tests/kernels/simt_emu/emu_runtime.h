@@ -61,6 +61,10 @@ inline dim3 blockDim, gridDim;
 
 namespace emu {
 
+// Shared address of dynamic shared memory byte 0 (ptx.cuh smem_u32): on sm_80/90 the runtime reserves 1 KB per block
+// and the kernels' static shared memory (the 16-byte split-K flag) comes first, so it is not 1024-byte aligned.
+constexpr uint32_t kDynSmemBase = 0x410;
+
 inline char g_where[160] = "host";
 
 [[noreturn]] inline void fail(const char* fmt, ...) {
@@ -503,7 +507,7 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 // Emulation contract (what fails loudly): swizzle mode other than 128B, a non-zero base offset, reserved bits set,
 // a stride byte offset that is not a multiple of 1024, a start address outside row 0 of a 1024-aligned atom or
 // whose 32-byte k slice crosses the row, reads outside the dynamic shared memory, a descriptor that differs
-// between the threads. Shared dynamic memory offset 0 is taken to be 1024-byte aligned.
+// between the threads. Addresses are shared addresses (dynamic shared memory starts at kDynSmemBase, not 1024-aligned).
 //
 // Asynchrony (9.7.15.7 "Asynchronous wgmma Proxy Operations": wgmma.fence, commit_group, wait_group): at issue
 // the A registers and descriptor are snapshotted and the accumulator registers are poisoned (0xFF..: NaN) -
@@ -564,11 +568,14 @@ inline WgmmaB wgmma_decode(uint64_t desc, const char* op) {
   return {start, sbo};
 }
 
-// Shared offset of element (n, k) of the k16 x N64 B operand, K-major 128-byte swizzle.
+// Dynamic shared offset of element (n, k) of the k16 x N64 B operand, K-major 128-byte swizzle: the swizzle acts on
+// the bits of the shared address (start is one), the offset is from kDynSmemBase.
 inline size_t wgmma_b_offset(const WgmmaB& b, int n, int k) {
   const uint32_t a = b.start + static_cast<uint32_t>(n / 8) * b.sbo + static_cast<uint32_t>(n % 8) * 128 +
                      static_cast<uint32_t>(2 * k);
-  return a ^ (((a >> 7) & 7) << 4);
+  const uint32_t swizzled = a ^ (((a >> 7) & 7) << 4);
+  if (swizzled < kDynSmemBase) fail("wgmma: B address 0x%x below the dynamic shared memory at 0x%x", swizzled, kDynSmemBase);
+  return swizzled - kDynSmemBase;
 }
 
 // The async proxy may read these bytes now: in range, landed (LATE), fenced after their cp.async.

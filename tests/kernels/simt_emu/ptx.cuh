@@ -10,12 +10,16 @@
 
 namespace awq {
 
-// A 32-bit shared address is the offset into the CTA's dynamic shared memory (the only shared memory the kernels
-// address this way); out-of-range addresses fail in the emulated ops' checks.
+// A 32-bit shared address: the CTA's dynamic shared memory starts at emu::kDynSmemBase, as on the GPU (after the
+// reserved kilobyte and the static shared memory), so alignment the kernels derive from it is tested for real;
+// out-of-range addresses fail in the emulated ops' checks.
 inline uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu::g_cta->dyn);
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - emu::g_cta->dyn) + emu::kDynSmemBase;
 }
-inline unsigned char* smem_ptr(uint32_t a) { return emu::g_cta->dyn + a; }
+inline unsigned char* smem_ptr(uint32_t a) {
+  if (a < emu::kDynSmemBase) emu::fail("shared address 0x%x below the dynamic shared memory at 0x%x", a, emu::kDynSmemBase);
+  return emu::g_cta->dyn + (a - emu::kDynSmemBase);
+}
 
 inline void cp_async16(uint32_t smem, const void* gmem, bool pred) { emu::cp_async(smem_ptr(smem), gmem, pred ? 16 : 0); }
 // L2 cache policies change no values: the policy is an opaque token, the copy and load are the plain ones.
@@ -44,6 +48,8 @@ inline void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uin
 // wgmma (sm_90): the matrix descriptor per PTX ISA 9.7.15.5.1.2.2, encode(x) = (x & 0x3FFFF) >> 4: start address in
 // bits 13-0, leading byte offset 1 (unused by the K-major 128B-swizzled layout) in 29-16, stride byte offset 1024
 // (8 rows of 128 bytes) in 45-32, base offset 0, swizzle mode 1 (128-byte) in 63-62. The ops are in emu_runtime.h.
+// A compiler barrier on the GPU; nothing to emulate (the emulator's accumulators are plain memory).
+inline void wgmma_fence_operand(float (&)[32]) {}
 inline uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
   const auto enc = [](uint32_t x) { return static_cast<uint64_t>((x & 0x3FFFFu) >> 4); };
   return enc(smem_addr) | (1ull << 16) | (enc(1024) << 32) | (1ull << 62);

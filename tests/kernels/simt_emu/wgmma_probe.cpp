@@ -15,8 +15,10 @@ enum Variant { kOk, kReadEarly, kOverwrite, kNoProxyFence, kNoWgmmaFence, kDiver
 
 template <typename T>
 void probe_kernel(const uint16_t* a_g, const uint16_t* w_g, float* d_g, int variant) {
-  // The tile at dynamic shared offset 0, or 1024 / 512 (a swizzle pattern that does not start on 1024 bytes).
-  unsigned char* smem = emu::g_cta->dyn + (variant == kBase1024 ? 1024 : variant == kBase512 ? 512 : 0);
+  // The tile at the first 1024-aligned shared address, or 1024 / 512 past it (the latter a swizzle pattern that
+  // does not start on 1024 bytes).
+  const uint32_t aligned = (1024 - emu::kDynSmemBase % 1024) % 1024;
+  unsigned char* smem = emu::g_cta->dyn + aligned + (variant == kBase1024 ? 1024 : variant == kBase512 ? 512 : 0);
   const int t = static_cast<int>(threadIdx.x), warp = t / 32, lane = t % 32, g = lane / 4, q = lane % 4;
   for (int c = t; c < 64 * 8; c += 128) {  // 16-byte unit j of row n
     const int n = c / 8, j = c % 8;
@@ -87,9 +89,9 @@ int main(int argc, char** argv) {
   std::snprintf(emu::g_where, sizeof(emu::g_where), "wgmma_probe variant %d", variant);
   const dim3 grid(1), block(128);
   if (dtype == 0)
-    emu::launch(probe_kernel<__half>, grid, block, 8192 + 2048, nullptr, a, w, d, variant);
+    emu::launch(probe_kernel<__half>, grid, block, 8192 + 3072, nullptr, a, w, d, variant);
   else
-    emu::launch(probe_kernel<__nv_bfloat16>, grid, block, 8192 + 2048, nullptr, a, w, d, variant);
+    emu::launch(probe_kernel<__nv_bfloat16>, grid, block, 8192 + 3072, nullptr, a, w, d, variant);
   std::ofstream(dir + "/d.bin", std::ios::binary).write(reinterpret_cast<const char*>(d), 64 * 64 * 4);
   return 0;
 }
