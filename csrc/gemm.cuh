@@ -380,14 +380,15 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
       }
   } else {
     // Epilogue. Fragment element (mi, nj, e): row g (+8 for e >= 2), columns 2t, 2t+1 of the n8 tile.
+    const auto frag_row = [&](int mi, int h) { return m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h; };
+    const auto frag_col = [&](int nj) { return n0 + warp_n * Tile::WN + nj * 8 + 2 * t; };
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
       for (int nj = 0; nj < 2 * NT16; ++nj)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
-          const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+          const int row = frag_row(mi, h), col = frag_col(nj);
           if (row >= p.m || col >= p.n) continue;
           const float v0 = acc[mi][nj][2 * h], v1 = acc[mi][nj][2 * h + 1];
           if (!split) {
@@ -405,8 +406,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_CTAS) w4a16_gemm_kern
       for (int nj = 0; nj < 2 * NT16; ++nj)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int row = m0 + warp_m * Tile::WM + mi * 16 + g + 8 * h;
-          const int col = n0 + warp_n * Tile::WN + nj * 8 + 2 * t;
+          const int row = frag_row(mi, h), col = frag_col(nj);
           if (row >= p.m || col >= p.n) continue;
           float2 sum = make_float2(0.f, 0.f);
           for (int s = 0; s < p.splits; ++s) {

@@ -131,11 +131,11 @@ def make_synthetic_model(out_dir: str | Path, shape: LlamaShape | MoeShape, *, t
     with init_empty_weights():
         skeleton = AutoModelForCausalLM.from_config(cfg)
     gen = torch.Generator().manual_seed(seed)
+    state = skeleton.state_dict()  # meta tensors: shapes only
     groups: dict[str, list[str]] = {}  # one block's tensors (or one tensor outside the blocks) at a time
-    for name in skeleton.state_dict():
+    for name in state:
         m = re.match(r"(.*\.layers\.\d+\.)", name)
         groups.setdefault(m.group(1) if m else name, []).append(name)
-    state = skeleton.state_dict()
     with ShardWriter(out_dir, max_shard_size) as writer:
         for names in tqdm(groups.values(), desc="synthetic model", disable=not progress):
             part = {}

@@ -62,6 +62,18 @@ class OneBlockAtATime:
         self.max_float_params = max(self.max_float_params, real)
 
 
+def _stream_to_checkpoint(sm, ids, cfg, out_dir: Path):
+    """Quantize the streamed model block by block into a checkpoint at ``out_dir``, the embeddings/head released
+    meanwhile, under a OneBlockAtATime guard: (guard, quantization result, checkpoint path)."""
+    guard = OneBlockAtATime(sm.store)
+    writer = StreamingCheckpoint(out_dir, sm.model, get_spec(sm.model), resolve_save_dtype(sm.model, None),
+                                 max_shard_size="100KB")
+    sm.store.release_globals_after_capture = True
+    sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
+                           keep_codes=False)
+    return guard, sres, writer.commit(sm.tokenizer, reload=sm.store)
+
+
 def _files(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name.endswith((".safetensors", ".json"))
             and p.name.startswith("model")}
@@ -79,13 +91,7 @@ def test_streamed_checkpoint_is_byte_identical(float_dir: Path, ids, tmp_path: P
     assert sm.store.materialized_blocks() == []  # the skeleton starts with no block weights
     assert sm.model.lm_head.weight.is_meta and not sm.model.get_input_embeddings().weight.is_meta
     one_block = sum(p.numel() for p in sm.store.blocks[0].parameters())  # meta tensors know their size
-    guard = OneBlockAtATime(sm.store)
-    writer = StreamingCheckpoint(tmp_path / "stream", sm.model, get_spec(sm.model),
-                                 resolve_save_dtype(sm.model, None), max_shard_size="100KB")
-    sm.store.release_globals_after_capture = True
-    sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
-                           keep_codes=False)
-    out = writer.commit(sm.tokenizer, reload=sm.store)
+    guard, sres, out = _stream_to_checkpoint(sm, ids, cfg, tmp_path / "stream")
     assert sm.model.get_input_embeddings().weight.is_meta  # already written: never read back
 
     assert guard.seen == list(range(PRESETS["tiny"].layers))
@@ -317,13 +323,7 @@ def test_streamed_moe_checkpoint_is_byte_identical(moe_dirs: dict[str, Path], tm
     experts = sm.store.blocks[1].mlp.experts
     assert experts[0].gate_proj.weight.is_meta  # unfused on the meta device, before any block is read
     largest_block = max(sum(p.numel() for p in b.parameters()) for b in sm.store.blocks)  # meta tensors know it
-    guard = OneBlockAtATime(sm.store)
-    writer = StreamingCheckpoint(tmp_path / "stream", sm.model, get_spec(sm.model),
-                                 resolve_save_dtype(sm.model, None), max_shard_size="100KB")
-    sm.store.release_globals_after_capture = True
-    sres = quantize_blocks(sm.model, ids, cfg, progress=False, source=sm.store, observers=[guard, writer],
-                           keep_codes=False)
-    out = writer.commit(sm.tokenizer, reload=sm.store)
+    guard, sres, out = _stream_to_checkpoint(sm, ids, cfg, tmp_path / "stream")
 
     assert guard.seen == [0, 1] and sm.store.materialized_blocks() == []
     assert 0 < guard.max_float_params <= largest_block

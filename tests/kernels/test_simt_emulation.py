@@ -25,20 +25,12 @@ import pytest
 import torch
 
 from awq_ext.pack.kernel_layout import dequantize_kernel_reference, pack_kernel
+from tests.kernels.emu_toolchain import DTYPES, EMU, GXX_FLAGS, build_cache, cuda_include
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
-EMU = Path(__file__).resolve().parent / "simt_emu"
 SOURCES = ("driver.cpp", "launch_common.cu", "gemm.cu", "gemm_gptq_r.cu", "gemv.cu", "dequant.cu")
 OPS = {"gemm": 0, "gemv": 1, "dequant": 2, "gemm_wgmma": 3}
-DTYPES = {torch.float16: 0, torch.bfloat16: 1}
-
-
-def _cuda_include() -> Path | None:
-    for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if cand and (Path(cand) / "include" / "cuda_fp16.h").exists():
-            return Path(cand) / "include"
-    return None
 
 
 def _emulated_sources(dst: Path, drop_writer_fence: bool = False) -> None:
@@ -71,20 +63,19 @@ def _emulated_sources(dst: Path, drop_writer_fence: bool = False) -> None:
 
 
 def _build(variant: str, extra_flags: tuple[str, ...] = (), drop_writer_fence: bool = False) -> Path:
-    gxx, inc = shutil.which("g++"), _cuda_include()
+    gxx, inc = shutil.which("g++"), cuda_include()
     if gxx is None or inc is None:
         pytest.skip("needs g++ and the CUDA headers (cuda_fp16.h) to build the emulator")
     h = hashlib.sha256(f"{variant}{extra_flags}{drop_writer_fence}".encode())
     for p in sorted([*CSRC.glob("*.cu*"), *CSRC.glob("*.h"), *EMU.iterdir()]):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
-    base = Path(os.environ.get("AWQ_EXT_CACHE_DIR") or Path.home() / ".cache" / "awq_ext")
-    out = base / "simt_emu" / f"{variant}-{h.hexdigest()[:16]}"
+    out = build_cache(f"{variant}-{h.hexdigest()[:16]}")
     exe = out / "driver"
     if exe.exists():
         return exe
     src = out / "src"
     _emulated_sources(src, drop_writer_fence)
-    flags = ["-std=c++17", "-O1", "-fno-strict-aliasing", "-pthread", *extra_flags, f"-I{inc}", f"-I{src}",
+    flags = [*GXX_FLAGS, *extra_flags, f"-I{inc}", f"-I{src}",
              "-include", str(EMU / "emu_runtime.h"), "-x", "c++"]
 
     def compile_one(name: str) -> subprocess.CompletedProcess:

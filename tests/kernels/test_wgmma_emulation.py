@@ -24,36 +24,28 @@ import numpy as np
 import pytest
 import torch
 
-EMU = Path(__file__).resolve().parent / "simt_emu"
+from tests.kernels.emu_toolchain import DTYPES, EMU, GXX_FLAGS, build_cache, cuda_include
+
 VARIANTS = {"ok": 0, "read_early": 1, "overwrite": 2, "no_proxy_fence": 3, "no_wgmma_fence": 4, "divergent": 5,
             "exited": 6, "swizzle64": 7, "row1_start": 8, "no_cp_wait": 9, "chain_waits": 10, "base1024": 11,
             "base512": 12, "write_d": 13, "plain_store": 14, "plain_no_fence": 15}
-DTYPES = {torch.float16: 0, torch.bfloat16: 1}
-
-
-def _cuda_include() -> Path | None:
-    for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if cand and (Path(cand) / "include" / "cuda_fp16.h").exists():
-            return Path(cand) / "include"
-    return None
 
 
 @pytest.fixture(scope="module")
 def probe() -> Path:
-    gxx, inc = shutil.which("g++"), _cuda_include()
+    gxx, inc = shutil.which("g++"), cuda_include()
     if gxx is None or inc is None:
         pytest.skip("needs g++ and the CUDA headers (cuda_fp16.h) to build the emulator")
     h = hashlib.sha256()
     for name in ("emu_runtime.h", "ptx.cuh", "wgmma_probe.cpp"):
         h.update(name.encode() + b"\0" + (EMU / name).read_bytes())
-    base = Path(os.environ.get("AWQ_EXT_CACHE_DIR") or Path.home() / ".cache" / "awq_ext")
-    out = base / "simt_emu" / f"wgmma-{h.hexdigest()[:16]}"
+    out = build_cache(f"wgmma-{h.hexdigest()[:16]}")
     exe = out / "wgmma_probe"
     if not exe.exists():
         out.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["nice", "-n", "10", gxx, "-std=c++17", "-O1", "-fno-strict-aliasing", "-pthread",
-                            f"-I{inc}", f"-I{EMU}", "-include", str(EMU / "emu_runtime.h"), "-x", "c++",
-                            str(EMU / "wgmma_probe.cpp"), "-o", str(exe) + ".tmp"], capture_output=True, text=True)
+        r = subprocess.run(["nice", "-n", "10", gxx, *GXX_FLAGS, f"-I{inc}", f"-I{EMU}",
+                            "-include", str(EMU / "emu_runtime.h"), "-x", "c++", str(EMU / "wgmma_probe.cpp"),
+                            "-o", str(exe) + ".tmp"], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-4000:]
         os.replace(str(exe) + ".tmp", exe)
     return exe
